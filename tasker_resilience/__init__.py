@@ -1,0 +1,40 @@
+"""tasker-resilience: circuit breakers that keep a service fast while its cache fails.
+
+import tasker_resilience as tr
+
+res = tr.configure()                       # layered settings for $TASKER_ENV
+
+@tr.breaker_guarded("pgmq", fallback=None)
+def publish(message: dict) -> str: ...
+"""
+
+from __future__ import annotations
+
+from ._backend import CacheBackend, register_backend
+from ._breaker import Breaker
+from ._config import BreakerConfig, CacheConfig, RedisConfig, Settings
+from ._errors import CircuitOpenError, ConfigurationError
+from ._guard import BreakerHandle, breaker_guarded
+from ._policy import failure_policy
+from ._registry import BreakerRegistry
+from ._resilience import Resilience, configure, current, get_breaker
+
+__all__ = [
+    "Breaker",
+    "BreakerConfig",
+    "BreakerHandle",
+    "BreakerRegistry",
+    "CacheBackend",
+    "CacheConfig",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "RedisConfig",
+    "Resilience",
+    "Settings",
+    "breaker_guarded",
+    "configure",
+    "current",
+    "failure_policy",
+    "get_breaker",
+    "register_backend",
+]

@@ -1,0 +1,372 @@
+"""Typed, frozen, validated configuration.
+
+Everything past this module receives these objects, never raw settings: a bad value
+is reported once, here, with the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._redact import redact_url
+
+__all__ = [
+    "DEFAULT_COMPONENT_CONFIGS",
+    "REDIS_URL_SCHEMES",
+    "BreakerConfig",
+    "BreakersConfig",
+    "CacheConfig",
+    "MemoryConfig",
+    "RedisConfig",
+    "Settings",
+    "parse_settings",
+]
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """When one breaker trips and when it closes again."""
+
+    failure_threshold: int = 5
+    """Consecutive counted failures that open the circuit (1-100)."""
+    timeout_seconds: float = 30.0
+    """Seconds the circuit stays open before half-open probes are let through (>0, <=300)."""
+    success_threshold: int = 2
+    """Successful probes that close the circuit again (1-50); also the probe concurrency cap."""
+    critical: bool = False
+    """An open critical breaker makes the health report "unhealthy"."""
+
+
+DEFAULT_COMPONENT_CONFIGS: Mapping[str, BreakerConfig] = MappingProxyType(
+    {
+        "cache": BreakerConfig(5, 30.0, 2),
+        "pgmq": BreakerConfig(5, 30.0, 2),
+        "task_readiness": BreakerConfig(10, 60.0, 3),
+    }
+)
+
+
+@dataclass(frozen=True)
+class BreakersConfig:
+    """The ``[common.circuit_breakers]`` section."""
+
+    enabled: bool = True
+    default_config: BreakerConfig = field(default_factory=BreakerConfig)
+    component_configs: Mapping[str, BreakerConfig] = DEFAULT_COMPONENT_CONFIGS
+
+    def for_component(self, name: str) -> BreakerConfig:
+        """The config of breaker ``name``: its own entry, else ``default_config``."""
+        return self.component_configs.get(name, self.default_config)
+
+
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """The ``[common.cache.redis]`` section, used by both ``redis`` and ``dragonfly``."""
+
+    url: str = "redis://localhost:6379/0"
+    max_connections: int = 10
+    connect_timeout_seconds: float = 0.5
+    socket_timeout_seconds: float = 0.25
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL with its password masked: the only form that may be logged or shown."""
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        # dataclass repr would print the password; repr reaches logs and tracebacks.
+        return (
+            f"RedisConfig(url={self.redacted_url!r}, max_connections={self.max_connections}, "
+            f"connect_timeout_seconds={self.connect_timeout_seconds}, "
+            f"socket_timeout_seconds={self.socket_timeout_seconds})"
+        )
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """The ``[common.cache.memory]`` section."""
+
+    max_capacity: int = 10_000
+
+
+SERIALIZERS = ("json", "pickle")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The ``[common.cache]`` section."""
+
+    enabled: bool = True
+    backend: str = "redis"
+    default_ttl_seconds: int = 3600
+    key_prefix: str = "tasker"
+    serializer: str = "json"
+    """``json`` (default) or ``pickle``: pickle runs code from the cache on load; opt in only."""
+    max_pending_invalidations: int = 1000
+    """Invalidations skipped while open that are remembered and replayed on recovery."""
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    backend_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """The raw ``[common.cache.<backend>]`` table, for user-registered backends."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``configure()`` decided, in one immutable object."""
+
+    env: str = "development"
+    circuit_breakers: BreakersConfig = field(default_factory=BreakersConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _suggest(word: str, choices: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _table(key: str, value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(key, value, "a table (mapping of keys to values)")
+    return value
+
+
+def _reject_unknown(key: str, table: Mapping[str, Any], allowed: Collection[str]) -> None:
+    for name in table:
+        if name not in allowed:
+            raise ConfigurationError(
+                f"{key}.{name}",
+                table[name],
+                f"unknown key{_suggest(str(name), allowed)}; "
+                f"known keys: {', '.join(sorted(allowed))}",
+            )
+
+
+def _number(key: str, value: object) -> float:
+    # bool is an int subclass; "true" as a threshold is a mistake, not 1.
+    if isinstance(value, bool):
+        raise ConfigurationError(key, value, "a number, not a boolean")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigurationError(key, value, "a number") from None
+    else:
+        raise ConfigurationError(key, value, "a number")
+    if not math.isfinite(number):
+        raise ConfigurationError(key, value, "a finite number")
+    return number
+
+
+def _int_in(key: str, value: object, low: int, high: int) -> int:
+    number = _number(key, value)
+    if not number.is_integer() or not low <= number <= high:
+        raise ConfigurationError(key, value, f"a whole number from {low} to {high}")
+    return int(number)
+
+
+def _seconds(key: str, value: object, high: float) -> float:
+    number = _number(key, value)
+    if not 0 < number <= high:
+        raise ConfigurationError(key, value, f"seconds greater than 0 and at most {high:g}")
+    return number
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigurationError(key, value, "true or false")
+
+
+def _text(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(key, value, "a non-empty string")
+    return value.strip()
+
+
+_BREAKER_KEYS = ("failure_threshold", "timeout_seconds", "success_threshold", "critical")
+
+
+def _breaker(key: str, raw: object, base: BreakerConfig) -> BreakerConfig:
+    table = _table(key, raw)
+    _reject_unknown(key, table, _BREAKER_KEYS)
+    return BreakerConfig(
+        failure_threshold=_int_in(
+            f"{key}.failure_threshold",
+            table.get("failure_threshold", base.failure_threshold),
+            1,
+            100,
+        ),
+        timeout_seconds=_seconds(
+            f"{key}.timeout_seconds", table.get("timeout_seconds", base.timeout_seconds), 300
+        ),
+        success_threshold=_int_in(
+            f"{key}.success_threshold",
+            table.get("success_threshold", base.success_threshold),
+            1,
+            50,
+        ),
+        critical=_bool(f"{key}.critical", table.get("critical", base.critical)),
+    )
+
+
+def _breakers(raw: object) -> BreakersConfig:
+    key = "common.circuit_breakers"
+    table = _table(key, raw)
+    _reject_unknown(key, table, ("enabled", "default_config", "component_configs"))
+    default = _breaker(f"{key}.default_config", table.get("default_config"), BreakerConfig())
+    components_raw = _table(f"{key}.component_configs", table.get("component_configs"))
+    components: dict[str, BreakerConfig] = {}
+    for name in sorted(set(DEFAULT_COMPONENT_CONFIGS) | set(components_raw)):
+        # A documented component keeps its documented defaults unless overridden;
+        # any other component inherits default_config.
+        base = DEFAULT_COMPONENT_CONFIGS.get(name, default)
+        components[name] = _breaker(
+            f"{key}.component_configs.{name}", components_raw.get(name), base
+        )
+    return BreakersConfig(
+        enabled=_bool(f"{key}.enabled", table.get("enabled", True)),
+        default_config=default,
+        component_configs=MappingProxyType(components),
+    )
+
+
+def _redis(raw: object) -> RedisConfig:
+    key = "common.cache.redis"
+    table = _table(key, raw)
+    _reject_unknown(
+        key, table, ("url", "max_connections", "connect_timeout_seconds", "socket_timeout_seconds")
+    )
+    defaults = RedisConfig()
+    url_value = table.get("url", defaults.url)
+    if not isinstance(url_value, str) or "://" not in url_value:
+        shown = redact_url(url_value) if isinstance(url_value, str) else url_value
+        raise ConfigurationError(
+            f"{key}.url",
+            shown,
+            f"a URL such as redis://host:6379/0 (schemes: {', '.join(REDIS_URL_SCHEMES)})",
+        )
+    scheme = url_value.split("://", 1)[0].lower()
+    if scheme not in REDIS_URL_SCHEMES:
+        raise ConfigurationError(
+            f"{key}.url",
+            redact_url(url_value),
+            f"one of the schemes {', '.join(REDIS_URL_SCHEMES)}"
+            f"{_suggest(scheme, REDIS_URL_SCHEMES)}",
+        )
+    return RedisConfig(
+        url=url_value,
+        max_connections=_int_in(
+            f"{key}.max_connections",
+            table.get("max_connections", defaults.max_connections),
+            1,
+            10_000,
+        ),
+        connect_timeout_seconds=_seconds(
+            f"{key}.connect_timeout_seconds",
+            table.get("connect_timeout_seconds", defaults.connect_timeout_seconds),
+            300,
+        ),
+        socket_timeout_seconds=_seconds(
+            f"{key}.socket_timeout_seconds",
+            table.get("socket_timeout_seconds", defaults.socket_timeout_seconds),
+            300,
+        ),
+    )
+
+
+_CACHE_SCALARS = (
+    "enabled",
+    "backend",
+    "default_ttl_seconds",
+    "key_prefix",
+    "serializer",
+    "max_pending_invalidations",
+)
+
+
+def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
+    key = "common.cache"
+    table = _table(key, raw)
+    defaults = CacheConfig()
+    # Sub-tables hold backend options (redis, memory, or a user backend's own);
+    # scalars must be known keys, so a typo is an error rather than a silent default.
+    scalars = {name: value for name, value in table.items() if not isinstance(value, Mapping)}
+    _reject_unknown(key, scalars, _CACHE_SCALARS)
+    backend = _text(f"{key}.backend", table.get("backend", defaults.backend)).lower()
+    if backend not in known_backends:
+        raise ConfigurationError(
+            f"{key}.backend",
+            backend,
+            f"a registered cache backend{_suggest(backend, known_backends)}; "
+            f"known: {', '.join(sorted(known_backends))}",
+        )
+    serializer = _text(f"{key}.serializer", table.get("serializer", defaults.serializer)).lower()
+    if serializer not in SERIALIZERS:
+        raise ConfigurationError(
+            f"{key}.serializer", serializer, f"one of {', '.join(SERIALIZERS)}"
+        )
+    memory_table = _table(f"{key}.memory", table.get("memory"))
+    _reject_unknown(f"{key}.memory", memory_table, ("max_capacity",))
+    options = _table(f"{key}.{backend}", table.get(backend))
+    return CacheConfig(
+        enabled=_bool(f"{key}.enabled", table.get("enabled", defaults.enabled)),
+        backend=backend,
+        default_ttl_seconds=_int_in(
+            f"{key}.default_ttl_seconds",
+            table.get("default_ttl_seconds", defaults.default_ttl_seconds),
+            1,
+            365 * 24 * 3600,
+        ),
+        key_prefix=_text(f"{key}.key_prefix", table.get("key_prefix", defaults.key_prefix)),
+        serializer=serializer,
+        max_pending_invalidations=_int_in(
+            f"{key}.max_pending_invalidations",
+            table.get("max_pending_invalidations", defaults.max_pending_invalidations),
+            0,
+            1_000_000,
+        ),
+        redis=_redis(table.get("redis")),
+        memory=MemoryConfig(
+            max_capacity=_int_in(
+                f"{key}.memory.max_capacity",
+                memory_table.get("max_capacity", MemoryConfig.max_capacity),
+                1,
+                100_000_000,
+            )
+        ),
+        backend_options=MappingProxyType(dict(options)),
+    )
+
+
+def parse_settings(
+    raw: Mapping[str, Any], *, env: str, known_backends: Collection[str]
+) -> Settings:
+    """Validate merged raw settings (lower-case keys) into a :class:`Settings`.
+
+    Only the ``common`` table is read; other top-level tables belong to the
+    application that shares the settings files.
+    """
+    common = _table("common", raw.get("common"))
+    return Settings(
+        env=env,
+        circuit_breakers=_breakers(common.get("circuit_breakers")),
+        cache=_cache(common.get("cache"), known_backends),
+    )

@@ -1,0 +1,144 @@
+"""``@breaker_guarded``: run a function through a named breaker."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ParamSpec, TypeVar, cast
+
+from ._breaker import Breaker, StateName
+from ._errors import CircuitOpenError
+from ._policy import ExceptionMatcher, FailurePolicy, failure_policy
+from ._resilience import Resilience, current
+
+__all__ = ["NO_FALLBACK", "BreakerHandle", "breaker_guarded"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _NoFallback:
+    def __repr__(self) -> str:
+        return "NO_FALLBACK"
+
+
+NO_FALLBACK: Any = _NoFallback()
+"""Sentinel: no fallback given, a rejected call raises :class:`CircuitOpenError`."""
+
+
+class BreakerHandle:
+    """The breaker behind a decorated function, found by name when used.
+
+    Decorators run at import time, often before ``configure()``; the handle binds to
+    the process-wide :class:`Resilience` on use and re-binds if it is replaced.
+    """
+
+    __slots__ = ("_bound", "_breaker", "_fixed", "name")
+
+    def __init__(self, name: str, resilience: Resilience | None = None) -> None:
+        self.name = name
+        self._fixed = resilience
+        self._bound: Resilience | None = None
+        self._breaker: Breaker | None = None
+
+    def get(self) -> Breaker:
+        """The live :class:`Breaker`."""
+        resilience = self._fixed or current()
+        breaker = self._breaker
+        if breaker is None or resilience is not self._bound:
+            breaker = resilience.breakers.get(self.name)
+            self._bound, self._breaker = resilience, breaker
+        return breaker
+
+    @property
+    def state(self) -> StateName:
+        return self.get().state
+
+    @property
+    def is_open(self) -> bool:
+        return self.get().is_open
+
+    @property
+    def retry_after_seconds(self) -> float | None:
+        return self.get().retry_after_seconds
+
+    def metrics(self) -> dict[str, Any]:
+        return self.get().metrics()
+
+    def reset(self) -> None:
+        self.get().reset()
+
+    def force_open(self) -> None:
+        self.get().force_open()
+
+    def __repr__(self) -> str:
+        return f"<BreakerHandle {self.name!r}>"
+
+
+def _rejected(
+    fallback: Any, error: CircuitOpenError, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """What a rejected call returns: the fallback (called with the call's arguments
+    when callable), else the error is raised."""
+    if fallback is NO_FALLBACK:
+        raise error
+    return fallback(*args, **kwargs) if callable(fallback) else fallback
+
+
+def breaker_guarded(
+    name: str,
+    *,
+    fallback: Any = NO_FALLBACK,
+    record: Iterable[ExceptionMatcher] | None = None,
+    ignore: Iterable[ExceptionMatcher] = (),
+    resilience: Resilience | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Guard a function (plain or ``async def``, also methods) with breaker ``name``.
+
+    While the breaker is open the function is not called: ``fallback`` is returned
+    (called with the same arguments if it is callable, awaited if that returns an
+    awaitable in an async function), or :class:`CircuitOpenError` is raised. The call
+    that trips the breaker raises its own exception, so the caller sees what went
+    wrong. ``record``/``ignore`` (exception classes or predicates) choose which
+    exceptions count as failures for this function; by default every ``Exception``
+    counts and cancellation never does. The wrapper has ``.breaker``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"breaker_guarded needs a breaker name, not {name!r}")
+    policy: FailurePolicy | None = (
+        None if record is None and not ignore else failure_policy(record, ignore)
+    )
+    handle = BreakerHandle(name, resilience)
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(func):
+            async_func = cast(Callable[..., Awaitable[Any]], func)
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                breaker = handle.get()
+                admission = breaker.admit(policy)
+                if admission is None:
+                    result = _rejected(fallback, breaker.open_error(), args, kwargs)
+                    return await result if inspect.isawaitable(result) else result
+                with admission:
+                    return await async_func(*args, **kwargs)
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                breaker = handle.get()
+                admission = breaker.admit(policy)
+                if admission is None:
+                    return _rejected(fallback, breaker.open_error(), args, kwargs)
+                with admission:
+                    return func(*args, **kwargs)
+
+            wrapper = sync_wrapper
+        wrapper.breaker = handle
+        return cast(Callable[P, R], wrapper)
+
+    return decorate

@@ -1,0 +1,44 @@
+"""Log lines for breaker events, as a pybreaker listener.
+
+Transitions are rare and logged at INFO; rejected calls are frequent during an
+outage and logged at DEBUG behind an ``isEnabledFor`` guard, so with DEBUG off the
+hot path pays one cached level check and builds no message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pybreaker
+
+if TYPE_CHECKING:
+    from ._breaker import Breaker
+
+__all__ = ["BREAKER_LOGGER", "TransitionLogger", "log_rejected"]
+
+BREAKER_LOGGER = logging.getLogger("tasker_resilience.breaker")
+
+
+class TransitionLogger(pybreaker.CircuitBreakerListener):
+    """Logs every state change with breaker name, old -> new state and failure count."""
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        old = getattr(old_state, "name", None) or "new"
+        BREAKER_LOGGER.info(
+            "circuit breaker %r: %s -> %s (failure_count=%d)",
+            cb.name,
+            old,
+            new_state.name,
+            cb.fail_counter,
+        )
+
+
+def log_rejected(breaker: Breaker) -> None:
+    """One DEBUG line per rejected call; callers check ``isEnabledFor`` first."""
+    BREAKER_LOGGER.debug(
+        "circuit breaker %r is %s: call skipped (retry in %.3fs)",
+        breaker.name,
+        breaker.state,
+        breaker.retry_after_seconds or 0.0,
+    )

@@ -1,0 +1,148 @@
+"""The per-process object that ties settings, breakers and the cache together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+from ._backend import known_backend_names
+from ._breaker import Breaker, Clock
+from ._config import Settings, parse_settings
+from ._registry import BreakerRegistry, StorageFactory
+from ._settings import load_settings
+
+if TYPE_CHECKING:
+    from ._provider import CacheProvider
+
+__all__ = ["Resilience", "configure", "current", "get_breaker", "reset_current"]
+
+
+class Resilience:
+    """Settings, the breaker registry and the cache provider of one process.
+
+    Build it with :func:`configure`; decorators find the process-wide one through
+    :func:`current`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = time.monotonic,
+        storage_factory: StorageFactory | None = None,
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sources: Mapping[str, str] = dict(sources or {})
+        """Dotted setting key -> the layer that set it (for ``tasker-resilience config``)."""
+        self.clock = clock
+        self.breakers = BreakerRegistry(
+            settings.circuit_breakers, clock=clock, storage_factory=storage_factory
+        )
+        # Configured components exist from the start, so health lists them before
+        # their first call.
+        for name in settings.circuit_breakers.component_configs:
+            self.breakers.get(name)
+        self._cache: CacheProvider | None = None
+        self._cache_lock = threading.Lock()
+
+    @property
+    def cache(self) -> CacheProvider:
+        """The breaker-guarded cache (built on first use; ``configure()`` builds it)."""
+        cache = self._cache
+        if cache is None:
+            with self._cache_lock:
+                if self._cache is None:
+                    from ._provider import CacheProvider
+
+                    self._cache = CacheProvider.from_config(self.settings.cache, self.breakers)
+                cache = self._cache
+        return cache
+
+    def health(self) -> dict[str, Any]:
+        """The JSON-ready health report (see the guide, "Health")."""
+        from ._health import build_health
+
+        return build_health(self)
+
+    def close(self) -> None:
+        """Release connections held by the cache."""
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            cache.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Resilience env={self.settings.env!r} cache={self.settings.cache.backend!r} "
+            f"breakers={self.breakers.names()}>"
+        )
+
+
+_current: Resilience | None = None
+_current_lock = threading.RLock()
+
+
+def configure(
+    env: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    root: str | PathLike[str] | None = None,
+    clock: Clock | None = None,
+    storage_factory: StorageFactory | None = None,
+    install: bool = True,
+) -> Resilience:
+    """Read the layered settings, validate them, and build the process-wide :class:`Resilience`.
+
+    ``env`` defaults to ``$TASKER_ENV`` then ``development``; ``overrides`` is deep-merged
+    over every layer; ``root`` is where ``config/tasker`` and ``settings.toml`` live
+    (default ``$TASKER_CONFIG_ROOT``, else the working directory); ``clock`` replaces
+    ``time.monotonic`` for breaker timing (tests). With ``install=False`` the result is
+    returned without replacing the process-wide one.
+
+    Raises :class:`ConfigurationError` naming the key, the value and what is allowed.
+    """
+    loaded = load_settings(env, overrides, root=root)
+    settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
+    resilience = Resilience(
+        settings,
+        clock=clock or time.monotonic,
+        storage_factory=storage_factory,
+        sources=loaded.sources,
+    )
+    resilience.cache  # noqa: B018  # build now: start-up state is decided (and logged) here
+    if install:
+        global _current
+        with _current_lock:
+            previous, _current = _current, resilience
+        if previous is not None:
+            previous.close()
+    return resilience
+
+
+def current() -> Resilience:
+    """The process-wide :class:`Resilience`, configured from the defaults on first use."""
+    resilience = _current
+    if resilience is None:
+        with _current_lock:
+            if _current is None:
+                configure()
+            resilience = _current
+            assert resilience is not None
+    return resilience
+
+
+def reset_current() -> None:
+    """Forget (and close) the process-wide :class:`Resilience`."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, None
+    if previous is not None:
+        previous.close()
+
+
+def get_breaker(name: str) -> Breaker:
+    """The breaker ``name`` of the process-wide :class:`Resilience`."""
+    return current().breakers.get(name)
