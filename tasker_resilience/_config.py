@@ -58,7 +58,9 @@ class BreakersConfig:
 
     enabled: bool = True
     default_config: BreakerConfig = field(default_factory=BreakerConfig)
-    component_configs: Mapping[str, BreakerConfig] = DEFAULT_COMPONENT_CONFIGS
+    component_configs: Mapping[str, BreakerConfig] = field(
+        default_factory=lambda: DEFAULT_COMPONENT_CONFIGS
+    )
 
     def for_component(self, name: str) -> BreakerConfig:
         """The config of breaker ``name``: its own entry, else ``default_config``."""

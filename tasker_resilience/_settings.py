@@ -116,11 +116,15 @@ def _read(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
         if entry.get("loader") not in ("toml", "env_global"):
             continue
         layer = "environment" if entry["loader"] == "env_global" else str(entry["identifier"])
-        current = _flatten(_lower_keys(entry.get("value") or {}))
+        # Entries usually hold the cumulative result, but an env entry may hold only
+        # the variables it read: merge, do not replace.
+        current = {**previous, **_flatten(_lower_keys(entry.get("value") or {}))}
         for key, value in current.items():
             if key not in previous or previous[key] != value:
                 sources[key] = layer
         previous = current
+    for name in _LOADER_VARIABLES:
+        sources.pop(name, None)
     return data, sources
 
 

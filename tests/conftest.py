@@ -1,0 +1,32 @@
+"""Suite-wide set-up: the test environment, and no process-wide state between tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasker_resilience import testing
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Layered settings resolve against the repository's config/ and the "test" overlay,
+# whatever directory pytest was started from.
+os.environ.setdefault("TASKER_ENV", "test")
+os.environ.setdefault("TASKER_CONFIG_ROOT", str(REPO_ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_resilience() -> Iterator[None]:
+    """Each test starts without a process-wide Resilience and leaves none behind."""
+    testing.reset()
+    yield
+    testing.reset()
+
+
+@pytest.fixture
+def clock() -> testing.ManualClock:
+    """A monotonic clock that moves only when the test says so."""
+    return testing.ManualClock()
