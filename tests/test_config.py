@@ -103,7 +103,7 @@ def test_tasker_env_selects_the_environment(root: Path, monkeypatch: pytest.Monk
 
 def test_unknown_environment_is_an_error(root: Path) -> None:
     with pytest.raises(
-        ConfigurationError, match="TASKER_ENV = 'staging'.*test, development, production"
+        ConfigurationError, match=r"TASKER_ENV = 'staging'.*test, development, production"
     ):
         load_settings("staging", root=root)
 
@@ -179,7 +179,7 @@ def test_unknown_backend_lists_known_names_and_suggests() -> None:
 
 def test_misspelt_key_is_an_error_with_a_suggestion() -> None:
     with pytest.raises(
-        ConfigurationError, match="failure_treshold.*did you mean 'failure_threshold'"
+        ConfigurationError, match=r"failure_treshold.*did you mean 'failure_threshold'"
     ):
         parse({"circuit_breakers": {"default_config": {"failure_treshold": 3}}})
 

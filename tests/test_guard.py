@@ -1,0 +1,168 @@
+"""@breaker_guarded on plain and async functions and methods."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+
+import pytest
+
+import tasker_resilience as tr
+from tasker_resilience.testing import ManualClock, configure_for_tests
+
+
+class Unavailable(Exception):
+    pass
+
+
+# Decorated at import time, before any configure(): binds on first call.
+@tr.breaker_guarded("pgmq")
+def publish(queue: str, payload: dict[str, int]) -> str:
+    """Publish a message."""
+    if payload.get("fail"):
+        raise Unavailable(queue)
+    return f"{queue}:{payload['n']}"
+
+
+@tr.breaker_guarded("pgmq", fallback=lambda queue, payload: f"deferred:{queue}")
+async def apublish(queue: str, payload: dict[str, int]) -> str:
+    await asyncio.sleep(0)
+    if payload.get("fail"):
+        raise Unavailable(queue)
+    return f"{queue}:{payload['n']}"
+
+
+def test_signature_and_metadata_are_preserved() -> None:
+    assert publish.__name__ == "publish"
+    assert publish.__doc__ == "Publish a message."
+    assert str(inspect.signature(publish)) == "(queue: 'str', payload: 'dict[str, int]') -> 'str'"
+    assert inspect.iscoroutinefunction(apublish)
+    assert not inspect.iscoroutinefunction(publish)
+
+
+def test_import_time_decoration_binds_to_the_configured_breaker(clock: ManualClock) -> None:
+    res = configure_for_tests(clock=clock)  # pgmq: 3 failures, 1 s open
+    assert publish("q", {"n": 1}) == "q:1"
+    assert publish.breaker.get() is res.breakers.get("pgmq")  # type: ignore[attr-defined]
+    assert tr.get_breaker("pgmq").metrics()["successful_calls"] == 1
+
+
+def test_trip_reraises_the_original_then_rejects(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+    for _ in range(2):
+        with pytest.raises(Unavailable):
+            publish("q", {"fail": 1})
+    with pytest.raises(Unavailable):  # the tripping call: the real error
+        publish("q", {"fail": 1})
+    with pytest.raises(tr.CircuitOpenError) as info:
+        publish("q", {"n": 2})
+    assert info.value.breaker_name == "pgmq"
+    assert info.value.retry_after_seconds == pytest.approx(1.0)
+    clock.advance(1)
+    assert publish("q", {"n": 3}) == "q:3"  # half-open probe; success_threshold 1
+    assert tr.get_breaker("pgmq").state == "closed"
+
+
+async def test_async_fallback_is_called_with_the_arguments(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+    tr.get_breaker("pgmq").force_open()
+    assert await apublish("orders", {"n": 1}) == "deferred:orders"
+
+
+async def test_async_guard_counts_failures_and_trips(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await apublish("q", {"fail": 1})
+    assert tr.get_breaker("pgmq").state == "open"
+    assert await apublish("q", {"n": 1}) == "deferred:q"
+
+
+async def test_awaitable_fallback_is_awaited(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+
+    async def later(x: int) -> int:
+        return -x
+
+    @tr.breaker_guarded("readiness", fallback=later)
+    async def check(x: int) -> int:
+        return x
+
+    check.breaker.force_open()  # type: ignore[attr-defined]
+    assert await check(5) == -5
+
+
+def test_plain_value_fallback(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("task_readiness", fallback=False)
+    def ready() -> bool:
+        return True
+
+    assert ready() is True
+    ready.breaker.force_open()  # type: ignore[attr-defined]
+    assert ready() is False
+
+
+def test_methods_are_guarded_and_bound(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+
+    class Queue:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @tr.breaker_guarded("pgmq", fallback=None)
+        def send(self, body: str) -> str:
+            return f"{self.name}<-{body}"
+
+    queue = Queue("jobs")
+    assert queue.send("x") == "jobs<-x"
+    assert queue.send.breaker.name == "pgmq"  # type: ignore[attr-defined]
+    tr.get_breaker("pgmq").force_open()
+    assert queue.send("y") is None
+
+
+def test_record_and_ignore_per_function(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search", ignore=[KeyError])
+    def lookup(key: str) -> str:
+        raise KeyError(key)
+
+    for _ in range(10):
+        with pytest.raises(KeyError):
+            lookup("missing")
+    assert lookup.breaker.state == "closed"  # type: ignore[attr-defined]
+
+
+def test_reconfigure_rebinds_the_wrapper(clock: ManualClock) -> None:
+    first = configure_for_tests(clock=clock)
+    publish("q", {"n": 1})
+    second = configure_for_tests(clock=clock)
+    publish("q", {"n": 1})
+    assert first.breakers.get("pgmq").metrics()["successful_calls"] == 1
+    assert second.breakers.get("pgmq").metrics()["successful_calls"] == 1
+
+
+def test_guard_holds_no_lock_across_calls(clock: ManualClock) -> None:
+    import threading
+
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("slow")
+    def slow() -> None:
+        time.sleep(0.1)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=slow) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.perf_counter() - start < 0.8
+
+
+def test_bad_names_are_rejected_at_decoration() -> None:
+    with pytest.raises(ValueError, match="needs a breaker name"):
+        tr.breaker_guarded("")
