@@ -1,0 +1,151 @@
+"""The breaker on its own: rejecting while open, and 32 threads through one guarded call.
+
+pybreaker 1.4 is the reference: our ``Breaker`` keeps pybreaker's state machine
+but owns the call path, so its rejections and its concurrency are compared with
+``pybreaker.CircuitBreaker.call`` in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pybreaker
+
+from tasker_resilience import Resilience, breaker_guarded
+
+from .timing import Case
+
+__all__ = [
+    "THREADS",
+    "WORK_SECONDS",
+    "ThreadResults",
+    "guarded_reject_case",
+    "measure_threads",
+    "pybreaker_reject_case",
+]
+
+THREADS = 32
+WORK_SECONDS = 0.02
+"""The guarded function's own cost: a 20 ms wait that releases the GIL, like I/O."""
+
+
+def _work(_: object = None) -> None:
+    time.sleep(WORK_SECONDS)
+
+
+def pybreaker_reject_case() -> Case:
+    """pybreaker, open, rejecting a call; the ``try`` turns the rejection into a miss
+    the way a caller must to get the provider's "open means None" behaviour."""
+    cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=3600)
+    cb.open()
+
+    def call(arg: object) -> object:
+        try:
+            return cb.call(_work, arg)
+        except pybreaker.CircuitBreakerError:
+            return None
+
+    if call(None) is not None or cb.current_state != pybreaker.STATE_OPEN:
+        raise RuntimeError("pybreaker did not reject while open")
+    return Case(call, None)
+
+
+def guarded_reject_case(res: Resilience) -> Case:
+    """``@breaker_guarded(fallback=None)`` on a forced-open breaker: the same job."""
+    guarded = breaker_guarded("bench-reject", fallback=None, resilience=res)(_work)
+    guarded.breaker.force_open()  # type: ignore[attr-defined]  # set by the decorator
+    if not guarded.breaker.is_open:  # type: ignore[attr-defined]
+        raise RuntimeError("the forced-open breaker is not open")
+    return Case(guarded, None)
+
+
+@dataclass(frozen=True)
+class ThreadResults:
+    one_call_ms: dict[str, float]
+    """Median time of one call on its own, per contestant."""
+    wall_ms: dict[str, float]
+    """Median wall time of THREADS concurrent calls, per contestant."""
+    rounds: int
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return {name: self.wall_ms[name] / self.one_call_ms[name] for name in self.wall_ms}
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "threads": THREADS,
+            "work_ms": WORK_SECONDS * 1000,
+            "one_call_ms": {k: round(v, 3) for k, v in self.one_call_ms.items()},
+            "wall_ms": {k: round(v, 3) for k, v in self.wall_ms.items()},
+            "ratio": {k: round(v, 4) for k, v in self.ratios.items()},
+            "rounds": self.rounds,
+        }
+
+
+def _wall(fn: Callable[[], object]) -> float:
+    """Seconds from releasing THREADS waiting threads until the last call returns."""
+    barrier = threading.Barrier(THREADS + 1)
+    ends = [0.0] * THREADS
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        try:
+            fn()
+        except BaseException as exc:  # reported below; a failed call is no timing
+            errors.append(exc)
+        ends[index] = time.perf_counter()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    # Start the clock before releasing the barrier: waking the threads is part of
+    # the cost (conservative; it can only make the ratio worse).
+    start = time.perf_counter()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {THREADS} threaded calls failed: {errors[0]!r}")
+    return max(ends) - start
+
+
+def _one_call(fn: Callable[[], object], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def measure_threads(res: Resilience, *, rounds: int) -> ThreadResults:
+    """tasker's guarded call, pybreaker's ``call`` and the bare function, interleaved."""
+    guarded = breaker_guarded("bench-threads", resilience=res)(_work)
+    cb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+    contestants: dict[str, Callable[[], object]] = {
+        "tasker": guarded,
+        "pybreaker": lambda: cb.call(_work),
+        "unguarded": _work,
+    }
+    names = list(contestants)
+    one: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    for round_no in range(rounds):
+        shift = round_no % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = contestants[name]
+            one[name].append(_one_call(fn, 3))
+            wall[name].append(_wall(fn))
+    if guarded.breaker.state != "closed":  # type: ignore[attr-defined]
+        raise RuntimeError("the guarded breaker left 'closed' during a benchmark of successes")
+    return ThreadResults(
+        one_call_ms={n: statistics.median(v) * 1000 for n, v in one.items()},
+        wall_ms={n: statistics.median(v) * 1000 for n, v in wall.items()},
+        rounds=rounds,
+    )
