@@ -1,0 +1,191 @@
+"""Prometheus metrics, read from breakers and the cache at scrape time.
+
+Needs the ``prometheus`` extra (``pip install 'tasker-resilience[prometheus]'``).
+The collector keeps no state and hooks no call: every number is read from
+``Breaker.metrics()`` and ``CacheProvider.stats()`` when Prometheus scrapes, so the
+hot path pays nothing for metrics. prometheus_client is imported inside functions
+only, so importing tasker_resilience never imports it.
+
+    import tasker_resilience as tr
+    tr.register_metrics()         # adds the collector to prometheus_client.REGISTRY
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
+    from ._resilience import Resilience
+
+__all__ = [
+    "INSTALL_HINT",
+    "STATE_VALUES",
+    "ResilienceCollector",
+    "metrics_available",
+    "private_registry",
+    "register_metrics",
+    "render_metrics",
+]
+
+INSTALL_HINT: Final = "metrics need prometheus-client: pip install 'tasker-resilience[prometheus]'"
+
+STATE_VALUES: Final = {"closed": 0, "half-open": 1, "open": 2}
+"""``tasker_resilience_breaker_state`` values: higher is worse, so alerts can use ``>= 2``."""
+
+_CALL_OUTCOMES: Final = (
+    ("success", "successful_calls"),
+    ("failure", "failed_calls"),
+    ("rejected", "rejected_calls"),
+)
+
+_PREFIX: Final = "tasker_resilience"
+
+
+def metrics_available() -> bool:
+    """True when prometheus-client can be imported."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ResilienceCollector:
+    """A prometheus_client collector over one :class:`Resilience`.
+
+    With ``resilience=None`` it reads the process-wide one at each scrape, so a later
+    ``configure()`` is picked up without re-registering.
+    """
+
+    def __init__(self, resilience: Resilience | None = None) -> None:
+        self._resilience = resilience
+
+    def _resolve(self) -> Resilience:
+        if self._resilience is not None:
+            return self._resilience
+        from ._resilience import current
+
+        return current()
+
+    def describe(self) -> Iterator[Metric]:
+        # Names without samples: lets a registry detect duplicates at register time
+        # without calling collect(), which would configure the process-wide Resilience.
+        yield from self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self._resolve())
+
+    def _families(self, res: Resilience | None) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        state = GaugeMetricFamily(
+            f"{_PREFIX}_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            labels=["breaker"],
+        )
+        in_state = GaugeMetricFamily(
+            f"{_PREFIX}_breaker_in_state",
+            "1 for the state each circuit breaker is in, 0 for the others.",
+            labels=["breaker", "state"],
+        )
+        streak = GaugeMetricFamily(
+            f"{_PREFIX}_breaker_failure_streak",
+            "Consecutive counted failures (the breaker opens at failure_threshold).",
+            labels=["breaker"],
+        )
+        retry_after = GaugeMetricFamily(
+            f"{_PREFIX}_breaker_retry_after_seconds",
+            "Seconds until an open breaker lets a half-open probe through.",
+            labels=["breaker"],
+        )
+        transitions = CounterMetricFamily(
+            f"{_PREFIX}_breaker_transitions",
+            "State transitions of each circuit breaker.",
+            labels=["breaker"],
+        )
+        calls = CounterMetricFamily(
+            f"{_PREFIX}_breaker_calls",
+            "Calls through each circuit breaker by outcome (rejected: refused while open).",
+            labels=["breaker", "outcome"],
+        )
+        cache_ops = CounterMetricFamily(
+            f"{_PREFIX}_cache_operations",
+            "Cache operations by operation and outcome "
+            "(hit, miss, ok, error, skipped_open: answered at once while the circuit is open).",
+            labels=["operation", "outcome"],
+        )
+        cache_info = GaugeMetricFamily(
+            f"{_PREFIX}_cache_info",
+            "The configured cache backend (always 1).",
+            labels=["backend", "enabled", "distributed"],
+        )
+        if res is not None:
+            for name, metrics in res.breakers.snapshot().items():
+                self._add_breaker(name, metrics, state, in_state, streak, retry_after)
+                transitions.add_metric([name], metrics["transitions"])
+                for outcome, key in _CALL_OUTCOMES:
+                    calls.add_metric([name, outcome], metrics[key])
+            cache = res.cache
+            for operation, outcomes in sorted(cache.stats().items()):
+                for outcome, count in sorted(outcomes.items()):
+                    cache_ops.add_metric([operation, outcome], count)
+            cache_info.add_metric(
+                [cache.backend_name, _label(cache.enabled), _label(cache.distributed)], 1
+            )
+        yield from (state, in_state, streak, retry_after, transitions, calls, cache_ops)
+        yield cache_info
+
+    @staticmethod
+    def _add_breaker(
+        name: str,
+        metrics: dict[str, Any],
+        state: Any,
+        in_state: Any,
+        streak: Any,
+        retry_after: Any,
+    ) -> None:
+        current_state = metrics["state"]
+        state.add_metric([name], STATE_VALUES[current_state])
+        for candidate in STATE_VALUES:
+            in_state.add_metric([name, candidate], 1 if candidate == current_state else 0)
+        streak.add_metric([name], metrics["failure_count"])
+        if metrics["retry_after_seconds"] is not None:
+            retry_after.add_metric([name], metrics["retry_after_seconds"])
+
+
+def _label(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def register_metrics(
+    registry: CollectorRegistry | None = None, resilience: Resilience | None = None
+) -> ResilienceCollector:
+    """Add a :class:`ResilienceCollector` to ``registry`` (default: prometheus_client's
+    global ``REGISTRY``, the one your own ``/metrics`` already serves)."""
+    from prometheus_client import REGISTRY
+
+    collector = ResilienceCollector(resilience)
+    (registry if registry is not None else REGISTRY).register(collector)
+    return collector
+
+
+def private_registry(resilience: Resilience | None = None) -> CollectorRegistry:
+    """A fresh registry holding only the resilience collector (what ``/metrics`` serves)."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    register_metrics(registry, resilience)
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """``(body, content_type)`` for a scrape, in the format the ``Accept`` header asks for
+    (OpenMetrics or the classic text format)."""
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
