@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from ._backend import CacheBackend, register_backend
 from ._breaker import Breaker
+from ._cached import cached
 from ._config import BreakerConfig, CacheConfig, RedisConfig, Settings
 from ._errors import CircuitOpenError, ConfigurationError
 from ._guard import BreakerHandle, breaker_guarded
 from ._policy import failure_policy
+from ._provider import CacheProvider
 from ._registry import BreakerRegistry
 from ._resilience import Resilience, configure, current, get_breaker
 
@@ -26,12 +28,14 @@ __all__ = [
     "BreakerRegistry",
     "CacheBackend",
     "CacheConfig",
+    "CacheProvider",
     "CircuitOpenError",
     "ConfigurationError",
     "RedisConfig",
     "Resilience",
     "Settings",
     "breaker_guarded",
+    "cached",
     "configure",
     "current",
     "failure_policy",

@@ -1,0 +1,268 @@
+"""``@cached``: memoise a function's results in the process-wide cache.
+
+import tasker_resilience as tr
+
+@tr.cached(ttl=60, namespace="templates")
+def render(name: str, *, locale: str = "en") -> str: ...
+
+render("home")              # computed, stored under tasker:templates:app.render:1:<digest>
+render("home", locale="en") # the same key: arguments are bound to the signature
+render.invalidate("home")   # delete that entry (replayed later if the cache is down)
+render.original("home")     # the undecorated function
+
+The decorator may run at import time, before ``configure()``: each call looks up the
+process-wide :class:`~tasker_resilience.Resilience` (a global read) and uses its
+cache. A cached ``None`` is a hit (entries are stored as ``[result]``). When the cache
+is open, failing or disabled, the function is simply called. Concurrent calls that
+miss the same key in one process compute it once (single-flight): the other threads
+or tasks wait for that result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
+
+from ._keys import KeyBuilder, escape_glob
+from ._resilience import current
+from ._serializers import Serializer, get_serializer
+
+__all__ = ["CachedFunction", "cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
+
+_MISS: Any = object()
+
+
+class CachedFunction(Protocol[P, R_co]):
+    """What ``@cached`` returns: the function, plus cache controls."""
+
+    __wrapped__: Callable[..., Any]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @property
+    def original(self) -> Callable[P, R_co]:
+        """The undecorated function (bypasses the cache)."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Delete the entry of this call."""
+        ...
+
+    async def ainvalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Async :meth:`invalidate`."""
+        ...
+
+    def invalidate_all(self) -> int:
+        """Delete every entry of this function (this ``namespace`` and ``version``)."""
+        ...
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The full key (with ``key_prefix``) this call is stored under."""
+        ...
+
+
+# --- single-flight ---------------------------------------------------------------------------
+
+
+class _LeaderGone(Exception):
+    """The computing call was cancelled or interrupted: a waiter computes instead."""
+
+
+class _Flight:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class _ThreadFlights:
+    """One computation per key at a time across threads; the others wait for its result."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, _Flight] = {}
+
+    def run(self, key: str, compute: Callable[[], T]) -> T:
+        while True:
+            flight = _Flight()
+            # dict.setdefault is atomic under the GIL: exactly one caller leads.
+            leader = self._flights.setdefault(key, flight)
+            if leader is flight:
+                break
+            leader.done.wait()
+            if isinstance(leader.error, Exception):
+                raise leader.error
+            if leader.error is None:
+                return cast(T, leader.value)
+            # The leader was interrupted (KeyboardInterrupt, SystemExit): try again.
+        try:
+            flight.value = value = compute()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
+        return value
+
+
+class _TaskFlights:
+    """One computation per key at a time across the tasks of each event loop."""
+
+    def __init__(self) -> None:
+        # (loop, key): futures belong to one loop; entries live only while in flight.
+        self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Any]] = {}
+
+    async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        slot = (loop, key)
+        while (leader := self._flights.get(slot)) is not None:
+            try:
+                # shield: a cancelled waiter must not cancel the shared computation.
+                return cast(T, await asyncio.shield(leader))
+            except _LeaderGone:
+                continue
+        future: asyncio.Future[Any] = loop.create_future()
+        self._flights[slot] = future
+        try:
+            value = await compute()
+        except Exception as exc:
+            future.set_exception(exc)
+            raise
+        except BaseException:
+            # Cancelled: this task's caller gave up, the waiters did not.
+            future.set_exception(_LeaderGone())
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            del self._flights[slot]
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: no "never retrieved" noise without waiters
+
+
+# --- the decorator ----------------------------------------------------------------------------
+
+
+def _checked_ttl(ttl: float | None) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"@cached ttl must be a number of seconds, not {ttl!r}")
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise ValueError(f"@cached ttl must be positive and finite, not {ttl!r}")
+    return ttl
+
+
+def cached(
+    ttl: float | None = None,
+    *,
+    namespace: str = "default",
+    key: Callable[..., Any] | None = None,
+    condition: Callable[[Any], bool] | None = None,
+    version: str | int = "1",
+    serializer: str | Serializer | None = None,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Cache a function's results (plain or ``async def``) in ``res.cache``.
+
+    ``ttl`` seconds per entry (``default_ttl_seconds`` when None). The key is
+    ``key_prefix:namespace:module.qualname:version:digest(args)``; ``key`` replaces
+    the digest with ``key(*args, **kwargs)`` (a string is used as is, anything else
+    is digested). ``condition(result)`` decides whether a result is stored (all are by
+    default). Bump ``version`` when the result's shape changes. ``serializer``
+    (``"json"``, ``"pickle"`` or an object) overrides ``[common.cache] serializer``.
+
+    Results must be storable by the serializer: JSON returns tuples as lists; a
+    result JSON cannot store raises :class:`~tasker_resilience._serializers.SerializationError`.
+    """
+    ttl = _checked_ttl(ttl)
+    fixed_serializer = None if serializer is None else get_serializer(serializer)
+    if key is not None and not callable(key):
+        raise TypeError(f"@cached key must be a callable building the key, not {key!r}")
+    if condition is not None and not callable(condition):
+        raise TypeError(f"@cached condition must be a callable, not {condition!r}")
+
+    def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+        keys = KeyBuilder(func, namespace=namespace, version=str(version), custom=key)
+        all_entries = escape_glob(keys.base) + "*"
+
+        if inspect.iscoroutinefunction(func):
+            async_func = cast(Callable[..., Awaitable[Any]], func)
+            task_flights = _TaskFlights()
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                cache = current().cache
+                if not cache.enabled:
+                    return await async_func(*args, **kwargs)
+                full = keys(args, kwargs)
+                serializer = fixed_serializer or cache.serializer
+                value = cache._finish_get(await cache._afetch(full), serializer, True, _MISS)
+                if value is not _MISS:
+                    return value
+
+                async def compute() -> Any:
+                    result = await async_func(*args, **kwargs)
+                    if condition is None or condition(result):
+                        await cache._astore(full, serializer.dumps([result]), ttl, False)
+                    return result
+
+                return await task_flights.run(full, compute)
+
+            wrapper: Any = async_wrapper
+        else:
+            thread_flights = _ThreadFlights()
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                cache = current().cache
+                if not cache.enabled:
+                    return func(*args, **kwargs)
+                full = keys(args, kwargs)
+                serializer = fixed_serializer or cache.serializer
+                value = cache._finish_get(cache._fetch(full), serializer, True, _MISS)
+                if value is not _MISS:
+                    return value
+
+                def compute() -> Any:
+                    result = func(*args, **kwargs)
+                    if condition is None or condition(result):
+                        cache._store(full, serializer.dumps([result]), ttl, False)
+                    return result
+
+                return thread_flights.run(full, compute)
+
+            wrapper = sync_wrapper
+
+        def invalidate(*args: Any, **kwargs: Any) -> None:
+            current().cache.delete(keys(args, kwargs))
+
+        async def ainvalidate(*args: Any, **kwargs: Any) -> None:
+            await current().cache.adelete(keys(args, kwargs))
+
+        def invalidate_all() -> int:
+            return current().cache.delete_pattern(all_entries)
+
+        def cache_key(*args: Any, **kwargs: Any) -> str:
+            return f"{current().cache.key_prefix}:{keys(args, kwargs)}"
+
+        wrapper.original = func
+        wrapper.invalidate = invalidate
+        wrapper.ainvalidate = ainvalidate
+        wrapper.invalidate_all = invalidate_all
+        wrapper.cache_key = cache_key
+        return cast(CachedFunction[P, R], wrapper)
+
+    return decorate

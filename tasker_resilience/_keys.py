@@ -1,0 +1,158 @@
+"""Cache keys for ``@cached`` and glob escaping for key patterns.
+
+A ``@cached`` key is ``namespace:module.qualname:version:digest``; the provider puts
+``key_prefix:`` in front. The digest hashes a canonical, type-tagged encoding of the
+call's arguments *bound to the signature*, so:
+
+- ``f(1, 2)``, ``f(1, b=2)`` and ``f(a=1, b=2)`` share a key, and so does ``f(1)``
+  when ``b`` defaults to 2 (defaults are applied);
+- ``f("a b")`` and ``f("a", "b")`` differ (strings are length-prefixed, arity is encoded);
+- ``1``, ``1.0``, ``"1"`` and ``True`` differ (every value carries its type).
+
+Supported argument types: None, bool, int, float, str, bytes, tuple, list, dict, set,
+frozenset, Enum, date/time/datetime/timedelta, Decimal, UUID, paths, classes, and
+dataclass instances (by type and fields). Any other object must define
+``__cache_key__(self)`` returning a supported value; otherwise ``@cached`` raises
+``TypeError`` and asks for ``key=``. Falling back to ``repr`` would put memory
+addresses into keys: never a hit across processes, and two objects that reuse one
+address would share an entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import hashlib
+import inspect
+import pathlib
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+__all__ = ["KeyBuilder", "canonical", "digest", "escape_glob", "function_id"]
+
+_GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "\\*?[]"})
+
+
+def escape_glob(text: str) -> str:
+    """``text`` as a literal inside a Redis-style glob pattern (``*?[]\\`` escaped)."""
+    return text.translate(_GLOB_SPECIAL)
+
+
+def _text(tag: str, text: str) -> str:
+    # Length-prefixing makes the encoding prefix-free: no two different argument
+    # lists can concatenate to the same string.
+    return f"{tag}{len(text)}:{text}"
+
+
+_PLAIN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (int, int),
+    (float, float),
+    (str, str),
+    (bytes, bytes),
+    (tuple, tuple),
+    (list, list),
+    (dict, dict),
+    (frozenset, frozenset),
+    (set, set),
+)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def canonical(value: Any) -> str:
+    """An unambiguous, type-tagged text for ``value`` (raises ``TypeError`` if unsupported)."""
+    if value is None:
+        return "N"
+    cls = type(value)
+    if cls is bool:
+        return "T" if value else "F"
+    if isinstance(value, enum.Enum):
+        # Before int/str: IntEnum/StrEnum members must not collide with their values.
+        return "E" + _text("", _qualified(cls)) + canonical(value.value)
+    if cls is int:
+        return _text("i", str(value))
+    if cls is float:
+        return _text("f", repr(value))
+    if cls is str:
+        return _text("s", value)
+    if cls is bytes:
+        return _text("y", value.hex())
+    if cls is tuple or cls is list:
+        return f"{'t' if cls is tuple else 'l'}{len(value)}(" + "".join(map(canonical, value)) + ")"
+    if cls is dict:
+        items = sorted((canonical(k), canonical(v)) for k, v in value.items())
+        return f"d{len(items)}(" + "".join(k + v for k, v in items) + ")"
+    if cls is set or cls is frozenset:
+        members = sorted(map(canonical, value))
+        return f"{'S' if cls is set else 'Z'}{len(members)}(" + "".join(members) + ")"
+    custom = getattr(value, "__cache_key__", None)
+    if custom is not None and not isinstance(value, type):
+        return "K" + _text("", _qualified(cls)) + canonical(custom())
+    if isinstance(value, type):
+        return _text("C", _qualified(value))
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date subclass
+        return _text("D", _qualified(cls)) + _text("", value.isoformat())
+    if isinstance(value, (datetime.timedelta, decimal.Decimal, uuid.UUID, pathlib.PurePath)):
+        return _text("V", _qualified(cls)) + _text("", str(value))
+    if dataclasses.is_dataclass(value):
+        fields = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+        return _text("A", _qualified(cls)) + canonical(fields)
+    # Subclasses of the builtins (a str subclass, a defaultdict...) keep their type
+    # in the key so they cannot collide with the plain builtin.
+    for base, plain in _PLAIN:
+        if isinstance(value, base):
+            return _text("X", _qualified(cls)) + canonical(plain(value))
+    raise TypeError(
+        f"cannot build a cache key from a {_qualified(cls)} argument; define "
+        f"__cache_key__(self) on it, or give @cached(key=...) a key function"
+    )
+
+
+def digest(text: str) -> str:
+    """32 hex characters (128 bits) of BLAKE2b over ``text``."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def function_id(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function, the part of the key that names it."""
+    module = getattr(func, "__module__", None) or "<unknown>"
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    return f"{module}.{qualname}"
+
+
+class KeyBuilder:
+    """Builds the provider-level key (without ``key_prefix``) of one decorated function."""
+
+    __slots__ = ("_custom", "_signature", "base")
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        namespace: str,
+        version: str,
+        custom: Callable[..., Any] | None = None,
+    ) -> None:
+        for label, part in (("namespace", namespace), ("version", version)):
+            if not isinstance(part, str) or not part or ":" in part:
+                raise ValueError(f"@cached {label} must be a non-empty string without ':'")
+        self.base: Final = f"{namespace}:{function_id(func)}:{version}:"
+        """``namespace:module.qualname:version:`` (for ``delete_pattern(base + "*")``)."""
+        self._custom = custom
+        self._signature = inspect.signature(func)
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if self._custom is not None:
+            made = self._custom(*args, **kwargs)
+            # A string from the user's key function is used as is (readable keys,
+            # patterns); anything else is digested like arguments.
+            return self.base + (made if isinstance(made, str) else digest(canonical(made)))
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        parts = [_text("", name) + canonical(value) for name, value in bound.arguments.items()]
+        return self.base + digest("".join(parts))

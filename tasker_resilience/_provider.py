@@ -1,0 +1,534 @@
+"""``CacheProvider`` (``res.cache``): the breaker-guarded facade over one cache backend.
+
+Every operation on a distributed backend asks the registry's ``cache`` breaker first:
+
+=================  ======================  =================================
+operation          circuit open            backend failure while closed
+=================  ======================  =================================
+get / aget         ``None`` (a miss)       ``None`` (a miss), WARNING
+set / aset         nothing, returns        swallowed, WARNING
+delete / adelete   nothing, returns        swallowed, WARNING
+delete_pattern     ``0``                   swallowed (``0``), WARNING
+health_check       ``False``               ``False``
+=================  ======================  =================================
+
+While open no backend call is made at all; the breaker DEBUG-logs the rejection and
+``stats()`` counts it as ``skipped_open``. Only failures the backend's
+``is_backend_failure`` recognises (connection errors, timeouts, busy, read-only...)
+count against the breaker; caller mistakes (a value that cannot be serialised, a
+non-string key, a bad TTL) raise to the caller and never touch the breaker.
+
+Invalidations that could not reach the backend (``delete``, ``delete_pattern`` and a
+write-through ``set``, skipped while open or failed) are remembered, bounded, and
+replayed inside the next admitted call *before* it reads, so a recovered cache never
+serves a value this process invalidated during the outage.
+
+Sync and async share every decision (``_begin``, ``_failed``, ``_finish_get`` ...);
+the twins differ only in the ``await`` on the backend call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ._backend import CacheBackend, backend_factory
+from ._breaker import CLOSED, Admission, Breaker, StateName
+from ._config import CacheConfig
+from ._invalidations import DELETE, DELETE_PATTERN, PendingInvalidations, ReplayPlan, Step
+from ._keys import escape_glob
+from ._memory_backend import NoopBackend
+from ._serializers import SerializationError, Serializer, get_serializer
+
+if TYPE_CHECKING:
+    from ._registry import BreakerRegistry
+
+__all__ = ["CACHE_BREAKER", "CACHE_LOGGER", "CacheProvider"]
+
+T = TypeVar("T")
+
+CACHE_BREAKER: Final = "cache"
+CACHE_LOGGER = logging.getLogger("tasker_resilience.cache")
+
+GET: Final = "get"
+SET: Final = "set"
+DELETE_OP: Final = "delete"
+DELETE_PATTERN_OP: Final = "delete_pattern"
+HEALTH: Final = "health_check"
+OPERATIONS: Final = (GET, SET, DELETE_OP, DELETE_PATTERN_OP, HEALTH)
+_OUTCOMES: Final = {
+    GET: ("hit", "miss", "error", "skipped_open"),
+    SET: ("ok", "error", "skipped_open"),
+    DELETE_OP: ("ok", "error", "skipped_open"),
+    DELETE_PATTERN_OP: ("ok", "error", "skipped_open"),
+    HEALTH: ("ok", "error", "skipped_open"),
+}
+WARNING_INTERVAL_SECONDS: Final = 10.0
+"""At most one failure WARNING per this many seconds; the next one says how many were held back."""
+
+
+class _Unavailable:
+    """A fetch that produced no answer (skipped while open, or failed)."""
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE: Final[Any] = _Unavailable()
+# A provider without a breaker runs every call under this do-nothing context.
+_UNGUARDED: Final = contextlib.nullcontext()
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    # itertools.count: a lock-free, thread-safe counter; repr is "count(N)".
+    return int(repr(counter)[6:-1])
+
+
+def _default_backend_failure(exc: BaseException) -> bool:
+    """For a backend without ``is_backend_failure``: I/O errors count, mistakes do not."""
+    return isinstance(exc, (OSError, ConnectionError, TimeoutError))
+
+
+class _Warnings:
+    """Failure WARNINGs, at most one per interval: an outage must not flood the logs."""
+
+    def __init__(self, interval: float = WARNING_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._next_at = 0.0
+        self._held_back = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self._held_back += 1
+            return
+        self._next_at = now + self.interval
+        held_back, self._held_back = self._held_back, 0
+        if held_back:
+            message += " (%d similar warnings held back)"
+            args = (*args, held_back)
+        CACHE_LOGGER.warning(message, *args)
+
+
+class CacheProvider:
+    """The cache of one process: ``res.cache``. Build it with :meth:`from_config`.
+
+    Values are serialised (JSON by default) and stored under ``key_prefix:key``;
+    ``ttl=None`` means ``default_ttl_seconds``. See the module docstring for what each
+    operation does while the circuit is open or the backend fails.
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        *,
+        breaker: Breaker | None = None,
+        key_prefix: str = "tasker",
+        default_ttl_seconds: float = 3600,
+        serializer: str | Serializer | None = None,
+        max_pending_invalidations: int = 1000,
+        backend_name: str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self._backend = backend
+        self._breaker = breaker
+        self._enabled = enabled
+        self._backend_name = backend_name or backend.name
+        self._key_prefix = key_prefix
+        self._prefix = key_prefix + ":"
+        self._pattern_prefix = escape_glob(key_prefix) + ":"
+        self._default_ttl = self._checked_ttl(default_ttl_seconds)
+        self._serializer = get_serializer(serializer)
+        self._policy: Callable[[BaseException], bool] = getattr(
+            backend, "is_backend_failure", _default_backend_failure
+        )
+        self._redact: Callable[[str], str] = getattr(backend, "redact", str)
+        self._where = getattr(backend, "redacted_url", None) or self._backend_name
+        self._pending = PendingInvalidations(max_pending_invalidations, self._pattern_prefix + "*")
+        self._warnings = _Warnings()
+        self._counts = {op: {o: itertools.count() for o in _OUTCOMES[op]} for op in OPERATIONS}
+        counts = self._counts
+        # Bound once: the hot paths pay one attribute read per count.
+        self._get_hit = counts[GET]["hit"]
+        self._get_miss = counts[GET]["miss"]
+        self._get_skipped = counts[GET]["skipped_open"]
+
+    @classmethod
+    def from_config(cls, config: CacheConfig, breakers: BreakerRegistry) -> CacheProvider:
+        """Build the configured backend and, for a distributed one, guard it with the
+        registry's ``cache`` breaker. One health check runs now: if it fails, the
+        breaker starts open (a WARNING says so) and probes after ``timeout_seconds``."""
+        common: dict[str, Any] = {
+            "key_prefix": config.key_prefix,
+            "default_ttl_seconds": config.default_ttl_seconds,
+            "serializer": config.serializer,
+            "max_pending_invalidations": config.max_pending_invalidations,
+            "backend_name": config.backend,
+        }
+        if not config.enabled:
+            return cls(NoopBackend(name=config.backend), enabled=False, **common)
+        backend = backend_factory(config.backend)(config)
+        breaker = breakers.get(CACHE_BREAKER) if backend.distributed else None
+        provider = cls(backend, breaker=breaker, **common)
+        if breaker is not None:
+            provider._check_at_startup(breaker)
+        return provider
+
+    def _check_at_startup(self, breaker: Breaker) -> None:
+        if self.health_check():
+            return
+        if not breaker.enabled:
+            CACHE_LOGGER.warning(
+                "cache backend %r at %s is unreachable at start-up and circuit breakers are "
+                "disabled: every cache call will wait for its timeout until it is back",
+                self._backend_name,
+                self._where,
+            )
+            return
+        breaker.force_open()
+        CACHE_LOGGER.warning(
+            "cache backend %r at %s is unreachable at start-up: the service starts degraded "
+            "(cache circuit open, every cache read is a miss) and recovers by itself "
+            "(a probe every %gs)",
+            self._backend_name,
+            self._where,
+            breaker.config.timeout_seconds,
+        )
+
+    # --- properties ---------------------------------------------------------------------
+
+    @property
+    def backend(self) -> CacheBackend:
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        """The configured name (``"dragonfly"`` for the alias)."""
+        return self._backend_name
+
+    @property
+    def breaker(self) -> Breaker | None:
+        """The registry's ``cache`` breaker; None for an in-process or disabled cache."""
+        return self._breaker
+
+    @property
+    def distributed(self) -> bool:
+        return self._enabled and self._backend.distributed
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def key_prefix(self) -> str:
+        return self._key_prefix
+
+    @property
+    def default_ttl_seconds(self) -> float:
+        return self._default_ttl
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._serializer
+
+    @property
+    def circuit_state(self) -> StateName:
+        """``closed``, ``open`` or ``half-open``; always ``closed`` without a breaker."""
+        breaker = self._breaker
+        return CLOSED if breaker is None else breaker.state
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open."""
+        return {
+            op: {outcome: _count_value(c) for outcome, c in outcomes.items()}
+            for op, outcomes in self._counts.items()
+        }
+
+    def pending_invalidations(self) -> dict[str, int | bool]:
+        """Invalidations waiting for the backend to come back (``pending``, ``overflowed``)."""
+        return self._pending.snapshot()
+
+    # --- shared decisions -----------------------------------------------------------------
+
+    @staticmethod
+    def _checked_ttl(ttl: float) -> float:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            raise TypeError(f"ttl must be a number of seconds, not {ttl!r}")
+        if not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
+        return ttl
+
+    def _ttl(self, ttl: float | None) -> float:
+        return self._default_ttl if ttl is None else self._checked_ttl(ttl)
+
+    def _begin(self, op: str) -> Admission | contextlib.nullcontext[None] | None:
+        """The context to run one backend call under, or None when the circuit is open."""
+        breaker = self._breaker
+        if breaker is None:
+            return _UNGUARDED
+        admission = breaker.admit(self._policy)
+        if admission is None:
+            next(self._counts[op]["skipped_open"])
+        return admission
+
+    def _failed(self, op: str, exc: Exception) -> bool:
+        """Count and log a failed backend call. True: swallow it (the caller sees a miss,
+        a no-op or False); False: the caller made a mistake, re-raise."""
+        if not (self._policy(exc) or op is GET or op is HEALTH):
+            return False
+        next(self._counts[op]["error"])
+        self._warnings.warn(
+            "cache %s failed on %r at %s (%s: %s); the call was %s",
+            op,
+            self._backend_name,
+            self._where,
+            type(exc).__name__,
+            self._redact(str(exc)),
+            "a miss" if op is GET else "skipped",
+        )
+        return True
+
+    def _finish_get(self, raw: Any, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
+        """Decode what a fetch returned; ``miss`` when there is no usable value.
+
+        ``enveloped`` values are one-item lists (``@cached`` stores ``[result]`` so a
+        cached ``None`` is a hit).
+        """
+        if raw is None:
+            next(self._get_miss)
+            return miss
+        if raw is UNAVAILABLE:
+            return miss
+        try:
+            value = serializer.loads(raw)
+            if enveloped:
+                if type(value) is not list or len(value) != 1:
+                    raise SerializationError("stored value is not a @cached entry")
+                value = value[0]
+        except SerializationError as exc:
+            # Foreign or corrupt data: a miss (the caller recomputes and overwrites),
+            # never an exception and never a breaker failure.
+            next(self._counts[GET]["error"])
+            self._warnings.warn("cache entry unreadable, treated as a miss: %s", exc)
+            return miss
+        next(self._get_hit)
+        return value
+
+    def _replayed(self, plan: ReplayPlan) -> None:
+        self._pending.done(plan)
+        if plan.overflowed:
+            CACHE_LOGGER.warning(
+                "cache: more invalidations were missed during the outage than remembered; "
+                "dropped the whole %r namespace",
+                self._key_prefix,
+            )
+        else:
+            CACHE_LOGGER.info("cache: replayed %d missed invalidation(s)", len(plan.steps))
+
+    def _full_key(self, key: str) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"cache keys are strings, not {type(key).__name__}")
+        return self._prefix + key
+
+    def _full_pattern(self, pattern: str) -> str:
+        if not isinstance(pattern, str):
+            raise TypeError(f"cache key patterns are strings, not {type(pattern).__name__}")
+        return self._pattern_prefix + pattern
+
+    # --- sync -------------------------------------------------------------------------------
+
+    def _replay(self) -> None:
+        plan = self._pending.plan()
+        for kind, target in plan.steps:
+            if kind is DELETE:
+                self._backend.delete(target)
+            else:
+                self._backend.delete_pattern(target)
+        self._replayed(plan)
+
+    def _fetch(self, key: str) -> Any:
+        """The raw bytes under ``key``, None (absent) or UNAVAILABLE; never raises for
+        backend trouble."""
+        full = self._full_key(key)
+        guard = self._begin(GET)
+        if guard is None:
+            return UNAVAILABLE
+        try:
+            with guard:
+                if self._pending.active:
+                    self._replay()
+                return self._backend.get(full)
+        except Exception as exc:
+            self._failed(GET, exc)
+            return UNAVAILABLE
+
+    def _write(self, op: str, undo: Step | None, call: Callable[[], T], skipped: T) -> T:
+        """Run one writing backend call; ``undo`` is the invalidation to remember if the
+        call cannot reach the backend, ``skipped`` what the caller gets then."""
+        guard = self._begin(op)
+        if guard is None:
+            if undo is not None:
+                self._pending.add(*undo)
+            return skipped
+        try:
+            with guard:
+                if self._pending.active:
+                    self._replay()
+                result = call()
+        except Exception as exc:
+            if not self._failed(op, exc):
+                raise
+            if undo is not None:
+                self._pending.add(*undo)
+            return skipped
+        next(self._counts[op]["ok"])
+        return result
+
+    def _store(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
+        full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
+        undo = Step(DELETE, full) if remember else None
+        self._write(SET, undo, lambda: backend.set(full, data, seconds), None)
+
+    def get(self, key: str) -> Any:
+        """The value under ``key``, or None: absent, circuit open, or backend failing."""
+        return self._finish_get(self._fetch(key), self._serializer, False, None)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` for ``ttl`` seconds (``default_ttl_seconds`` when None).
+
+        Raises :class:`SerializationError` (a ``TypeError``) for a value the serializer
+        cannot store, whatever the circuit state. A set that cannot reach the backend is
+        remembered as an invalidation of ``key``: a write-through update must not leave
+        the old value to be read after recovery.
+        """
+        self._store(key, self._serializer.dumps(value), ttl, True)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; remembered and replayed later if the backend is unreachable."""
+        full, backend = self._full_key(key), self._backend
+        self._write(DELETE_OP, Step(DELETE, full), lambda: backend.delete(full), None)
+
+    def delete_pattern(self, pattern: str) -> int:
+        """Remove every key matching the glob ``pattern`` (under ``key_prefix``); returns
+        how many were removed (0 while open or failing: then remembered for replay)."""
+        full, backend = self._full_pattern(pattern), self._backend
+        undo = Step(DELETE_PATTERN, full)
+        return self._write(DELETE_PATTERN_OP, undo, lambda: backend.delete_pattern(full), 0)
+
+    def health_check(self) -> bool:
+        """True when the backend answers; False while open (no call made) or failing."""
+        guard = self._begin(HEALTH)
+        if guard is None:
+            return False
+        try:
+            with guard:
+                healthy = bool(self._backend.health_check())
+        except Exception as exc:
+            self._failed(HEALTH, exc)
+            return False
+        next(self._counts[HEALTH]["ok" if healthy else "error"])
+        return healthy
+
+    def close(self) -> None:
+        """Release the backend's connections."""
+        self._backend.close()
+
+    # --- asyncio: the same decisions, awaiting the backend --------------------------------
+
+    async def _areplay(self) -> None:
+        plan = self._pending.plan()
+        for kind, target in plan.steps:
+            if kind is DELETE:
+                await self._backend.adelete(target)
+            else:
+                await self._backend.adelete_pattern(target)
+        self._replayed(plan)
+
+    async def _afetch(self, key: str) -> Any:
+        full = self._full_key(key)
+        guard = self._begin(GET)
+        if guard is None:
+            return UNAVAILABLE
+        try:
+            with guard:
+                if self._pending.active:
+                    await self._areplay()
+                return await self._backend.aget(full)
+        except Exception as exc:
+            self._failed(GET, exc)
+            return UNAVAILABLE
+
+    async def _awrite(
+        self, op: str, undo: Step | None, call: Callable[[], Awaitable[T]], skipped: T
+    ) -> T:
+        guard = self._begin(op)
+        if guard is None:
+            if undo is not None:
+                self._pending.add(*undo)
+            return skipped
+        try:
+            with guard:
+                if self._pending.active:
+                    await self._areplay()
+                result = await call()
+        except Exception as exc:
+            if not self._failed(op, exc):
+                raise
+            if undo is not None:
+                self._pending.add(*undo)
+            return skipped
+        next(self._counts[op]["ok"])
+        return result
+
+    async def _astore(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
+        full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
+        undo = Step(DELETE, full) if remember else None
+        await self._awrite(SET, undo, lambda: backend.aset(full, data, seconds), None)
+
+    async def aget(self, key: str) -> Any:
+        """Async :meth:`get`."""
+        return self._finish_get(await self._afetch(key), self._serializer, False, None)
+
+    async def aset(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Async :meth:`set`."""
+        await self._astore(key, self._serializer.dumps(value), ttl, True)
+
+    async def adelete(self, key: str) -> None:
+        """Async :meth:`delete`."""
+        full, backend = self._full_key(key), self._backend
+        await self._awrite(DELETE_OP, Step(DELETE, full), lambda: backend.adelete(full), None)
+
+    async def adelete_pattern(self, pattern: str) -> int:
+        """Async :meth:`delete_pattern`."""
+        full, backend = self._full_pattern(pattern), self._backend
+        undo = Step(DELETE_PATTERN, full)
+        return await self._awrite(DELETE_PATTERN_OP, undo, lambda: backend.adelete_pattern(full), 0)
+
+    async def ahealth_check(self) -> bool:
+        """Async :meth:`health_check`."""
+        guard = self._begin(HEALTH)
+        if guard is None:
+            return False
+        try:
+            with guard:
+                healthy = bool(await self._backend.ahealth_check())
+        except Exception as exc:
+            self._failed(HEALTH, exc)
+            return False
+        next(self._counts[HEALTH]["ok" if healthy else "error"])
+        return healthy
+
+    async def aclose(self) -> None:
+        """Release the backend's connections held by the running event loop."""
+        await self._backend.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"<CacheProvider backend={self._backend_name!r} enabled={self._enabled} "
+            f"circuit={self.circuit_state}>"
+        )

@@ -1,0 +1,351 @@
+"""The ``redis`` backend, also registered as ``dragonfly`` (same protocol, same code).
+
+The client is configured on purpose rather than left to redis-py defaults (5 s
+timeouts, several retries with back-off: about a minute per call against a hung
+server):
+
+- connect and socket timeouts from ``[common.cache.redis]``;
+- no retries: the ``cache`` breaker is the fail-fast policy, a retry only multiplies
+  the cost of a failing call;
+- a bounded, *blocking* pool: at most ``max_connections`` sockets, and a caller waits
+  at most ``connect_timeout_seconds`` for a free one before that counts as a failure;
+- ``rediss://`` for TLS, the database number from the URL path, ``unix://`` sockets,
+  and ``redis+cluster://`` / ``rediss+cluster://`` for Redis Cluster through redis-py's
+  own cluster clients;
+- asyncio clients are per event loop: redis-py's asyncio connections belong to the
+  loop that opened them, and tests (or ``asyncio.run`` per job) use many loops.
+
+``delete_pattern`` walks the keyspace with ``SCAN MATCH`` and removes keys with
+``UNLINK`` in batches; it never sends ``KEYS`` (which blocks the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.exceptions as rex
+from redis.backoff import NoBackoff
+
+from ._config import RedisConfig
+from ._errors import ConfigurationError
+from ._redact import REDACTED
+
+if TYPE_CHECKING:
+    from ._config import CacheConfig
+
+__all__ = ["RedisBackend", "is_redis_failure"]
+
+SCAN_COUNT = 1000
+"""``SCAN ... COUNT`` hint: keys the server examines per round trip."""
+UNLINK_BATCH = 500
+"""Keys removed per ``UNLINK``."""
+
+
+class SyncClient(Protocol):
+    """The part of ``redis.Redis`` / ``redis.cluster.RedisCluster`` used here."""
+
+    def get(self, name: str) -> Any: ...
+    def set(self, name: str, value: bytes, *, px: int | None = None) -> Any: ...
+    def unlink(self, *names: str) -> Any: ...
+    def scan_iter(self, match: str | None = None, count: int | None = None) -> Iterator[Any]: ...
+    def ping(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class AsyncClient(Protocol):
+    """The part of ``redis.asyncio.Redis`` / ``redis.asyncio.cluster.RedisCluster`` used here."""
+
+    def get(self, name: str) -> Awaitable[Any]: ...
+    def set(self, name: str, value: bytes, *, px: int | None = None) -> Awaitable[Any]: ...
+    def unlink(self, *names: str) -> Awaitable[Any]: ...
+    def scan_iter(
+        self, match: str | None = None, count: int | None = None
+    ) -> AsyncIterator[Any]: ...
+    def ping(self) -> Awaitable[Any]: ...
+    def aclose(self) -> Awaitable[None]: ...
+
+
+# --- which exceptions mean "the server is unwell" ------------------------------------------
+
+_FAILURE_TYPES: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,  # refused, reset, AUTH, BusyLoadingError, pool exhausted
+    rex.TimeoutError,
+    rex.ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    rex.RedisClusterException,  # no reachable node, slot not covered
+    rex.InvalidResponse,  # not speaking RESP: a proxy or the wrong port
+    OSError,  # socket errors, TLS errors, builtin TimeoutError
+    asyncio.TimeoutError,  # not an OSError before Python 3.11
+)
+# Error replies whose first word says the server cannot serve us right now.
+_UNWELL_REPLIES = frozenset(
+    {
+        "OOM",
+        "LOADING",
+        "BUSY",
+        "MASTERDOWN",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "READONLY",
+        "MISCONF",
+        "NOREPLICAS",
+        "NOPERM",
+    }
+)
+
+
+def is_redis_failure(exc: BaseException) -> bool:
+    """True when ``exc`` from redis-py means the server is unreachable or unwell.
+
+    Connection errors, timeouts, busy/loading, read-only replicas, OOM, cluster-down
+    and socket errors count; ``DataError``, ``TypeError``, serialisation errors and
+    other error replies (a caller's mistake, not an outage) do not.
+    """
+    if isinstance(exc, _FAILURE_TYPES):
+        return True
+    if isinstance(exc, rex.ResponseError):
+        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+        return code.upper() in _UNWELL_REPLIES or isinstance(
+            exc, (rex.ReadOnlyError, rex.OutOfMemoryError, rex.TryAgainError)
+        )
+    return False
+
+
+# --- building clients ----------------------------------------------------------------------
+
+
+def _cluster_url(url: str) -> str | None:
+    """``redis://...`` for a ``redis+cluster://`` URL (``rediss`` likewise), else None."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() in ("redis+cluster", "rediss+cluster"):
+        return scheme.lower().removesuffix("+cluster") + sep + rest
+    return None
+
+
+def _password(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+class RedisBackend:
+    """A Redis-protocol backend (Redis, Valkey, Dragonfly, Redis Cluster).
+
+    ``client`` and ``async_client_factory`` replace the clients built from ``config``
+    (tests inject fakeredis this way); the factory is called once per event loop.
+    """
+
+    distributed: bool = True
+
+    def __init__(
+        self,
+        config: RedisConfig,
+        *,
+        name: str = "redis",
+        client: SyncClient | None = None,
+        async_client_factory: Callable[[], AsyncClient] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.cluster_url = _cluster_url(config.url)
+        if self.cluster_url is not None:
+            path = urlsplit(self.cluster_url).path.strip("/")
+            if path not in ("", "0"):
+                raise ConfigurationError(
+                    "common.cache.redis.url", config.redacted_url, "database 0 in cluster mode"
+                )
+        self._password = _password(config.url)
+        self._client: SyncClient | None = None
+        self._sync_factory: Callable[[], SyncClient] = (
+            self._build_sync if client is None else lambda: client
+        )
+        self._async_factory = async_client_factory or self._build_async
+        # loop -> its client; ``_last`` is read first, as one tuple, so a thread never
+        # pairs its loop with another thread's client.
+        self._async_clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
+        self._last: tuple[asyncio.AbstractEventLoop | None, AsyncClient | None] = (None, None)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: CacheConfig) -> RedisBackend:
+        """The factory behind ``backend = "redis"`` and ``backend = "dragonfly"``."""
+        return cls(config.redis, name=config.backend)
+
+    @property
+    def redacted_url(self) -> str:
+        return self.config.redacted_url
+
+    def redact(self, text: str) -> str:
+        """``text`` with the URL's password masked (for error messages that reach logs)."""
+        return text.replace(self._password, REDACTED) if self._password else text
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "max_connections": config.max_connections,
+            "socket_connect_timeout": config.connect_timeout_seconds,
+            "socket_timeout": config.socket_timeout_seconds,
+            # How long a caller waits for a free pooled connection.
+            "timeout": config.connect_timeout_seconds,
+            "health_check_interval": 0,
+        }
+
+    def _build_sync(self) -> SyncClient:
+        from redis.retry import Retry
+
+        kwargs = self._connection_kwargs()
+        no_retry = Retry(NoBackoff(), 0)
+        if self.cluster_url is not None:
+            from redis.cluster import RedisCluster
+
+            # Connects to discover the slots: built lazily, inside the breaker.
+            cluster: SyncClient = RedisCluster.from_url(
+                self.cluster_url,
+                retry=no_retry,
+                connection_pool_class=redis.BlockingConnectionPool,
+                **kwargs,
+            )
+            return cluster
+        pool = redis.BlockingConnectionPool.from_url(self.config.url, retry=no_retry, **kwargs)
+        single: SyncClient = redis.Redis.from_pool(pool)
+        return single
+
+    def _build_async(self) -> AsyncClient:
+        import redis.asyncio as aredis
+        from redis.asyncio.retry import Retry
+
+        kwargs = self._connection_kwargs()
+        no_retry = Retry(NoBackoff(), 0)
+        if self.cluster_url is not None:
+            from redis.asyncio.cluster import RedisCluster
+
+            # redis-py's asyncio cluster raises MaxConnectionsError instead of waiting.
+            del kwargs["timeout"]
+            cluster: AsyncClient = RedisCluster.from_url(self.cluster_url, retry=no_retry, **kwargs)
+            return cluster
+        pool = aredis.BlockingConnectionPool.from_url(self.config.url, retry=no_retry, **kwargs)
+        single: AsyncClient = aredis.Redis.from_pool(pool)
+        return single
+
+    @property
+    def client(self) -> SyncClient:
+        """The sync client (built on first use)."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._sync_factory()
+                client = self._client
+        return client
+
+    @property
+    def async_client(self) -> AsyncClient:
+        """The asyncio client of the running event loop (built on first use in it)."""
+        loop = asyncio.get_running_loop()
+        last_loop, last_client = self._last
+        if last_loop is loop and last_client is not None:
+            return last_client
+        with self._lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                # A closed loop's connections can no longer be closed politely; drop
+                # the references so they are collected with their sockets.
+                for old in [old for old in self._async_clients if old.is_closed()]:
+                    del self._async_clients[old]
+                client = self._async_clients[loop] = self._async_factory()
+            self._last = (loop, client)
+        return client
+
+    # --- sync -----------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        value: bytes | None = self.client.get(key)
+        return value
+
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        self.client.set(key, value, px=_milliseconds(ttl_seconds))
+
+    def delete(self, key: str) -> None:
+        self.client.unlink(key)
+
+    def delete_pattern(self, pattern: str) -> int:
+        client = self.client
+        deleted = 0
+        batch: list[str] = []
+        for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= UNLINK_BATCH:
+                deleted += int(client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.unlink(*batch))
+        return deleted
+
+    def health_check(self) -> bool:
+        return bool(self.client.ping())
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            # Async clients of other loops cannot be awaited from here; ``aclose()``
+            # in each loop closes them properly.
+            self._async_clients.clear()
+            self._last = (None, None)
+        if client is not None:
+            client.close()
+
+    # --- asyncio ----------------------------------------------------------------------------
+
+    async def aget(self, key: str) -> bytes | None:
+        value: bytes | None = await self.async_client.get(key)
+        return value
+
+    async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        await self.async_client.set(key, value, px=_milliseconds(ttl_seconds))
+
+    async def adelete(self, key: str) -> None:
+        await self.async_client.unlink(key)
+
+    async def adelete_pattern(self, pattern: str) -> int:
+        client = self.async_client
+        deleted = 0
+        batch: list[str] = []
+        async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= UNLINK_BATCH:
+                deleted += int(await client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(await client.unlink(*batch))
+        return deleted
+
+    async def ahealth_check(self) -> bool:
+        return bool(await self.async_client.ping())
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio client (call it in every loop that used one)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.pop(loop, None)
+            if self._last[0] is loop:
+                self._last = (None, None)
+        if client is not None:
+            await client.aclose()
+
+    def is_backend_failure(self, exc: BaseException) -> bool:
+        return is_redis_failure(exc)
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {self.name!r} {self.redacted_url}>"
+
+
+def _milliseconds(ttl_seconds: float | None) -> int | None:
+    # PX keeps sub-second TTLs; never 0, which Redis rejects.
+    return None if ttl_seconds is None else max(1, math.ceil(ttl_seconds * 1000))
