@@ -1,0 +1,319 @@
+"""The ``tasker-resilience`` command: ``drill``, ``health`` and ``config``.
+
+Exit codes: 0 success (``health``: healthy or degraded), 1 ``health`` unhealthy or a
+drill that did not show the breaker open and close, 2 bad arguments, 3 configuration
+error, 4 a server or port that cannot be reached or bound, 130 interrupted drill.
+Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from ._errors import ConfigurationError
+from ._redact import REDACTED, redact_url
+
+__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_UNHEALTHY", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_UNHEALTHY = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_UNAVAILABLE = 4
+EXIT_INTERRUPTED = 130
+
+PROG = "tasker-resilience"
+
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "api_key")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block; one line says enough and points on.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from . import _drill, _http
+
+    parser = _Parser(
+        prog=PROG,
+        description="Circuit breakers for a service's cache and dependencies: "
+        "an outage drill, the health report, the effective settings.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log breaker transitions")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    defaults = _drill.DrillOptions()
+    drill = commands.add_parser(
+        "drill",
+        help="an outage drill: freeze a private cache server and watch the breaker",
+        description="Freeze a private server under a steady load, watch the cache breaker "
+        "open and close, and compare with the same outage without the breaker. With --url, "
+        "only observe your own server (it is never frozen).",
+    )
+    drill.add_argument("--url", help="observe this Redis/Dragonfly server instead (no outage)")
+    drill.add_argument("--json", action="store_true", help="print machine-readable results")
+    drill.add_argument("--quiet", action="store_true", help="no progress display")
+    drill.add_argument(
+        "--in-process",
+        action="store_true",
+        help="use the in-process fault injector even if a server binary is on PATH",
+    )
+    drill.add_argument("--server-binary", metavar="PATH", help="the server binary to start")
+    number, whole = _positive(float), _positive(int)
+    for flag, kind, default, text in (
+        ("--rate", number, defaults.rate, "operations per second offered"),
+        ("--warmup", number, defaults.warmup, "seconds of load before the outage"),
+        ("--outage", number, defaults.outage, "seconds frozen after the breaker opens"),
+        ("--cooldown", number, defaults.cooldown, "seconds of load after it closes"),
+        ("--duration", number, defaults.duration, "seconds to observe (--url only)"),
+        ("--socket-timeout", number, defaults.socket_timeout, "cache socket timeout, seconds"),
+        ("--failure-threshold", whole, defaults.failure_threshold, "failures that open"),
+        ("--open-timeout", number, defaults.open_timeout, "seconds open before a probe"),
+        ("--success-threshold", whole, defaults.success_threshold, "probes that close"),
+    ):
+        drill.add_argument(flag, type=kind, default=default, help=f"{text} (default {default:g})")
+
+    health = commands.add_parser(
+        "health",
+        help="print the health report, or serve it over HTTP",
+        description="Print the health report as JSON (exit 0 healthy or degraded, 1 "
+        "unhealthy), or with --serve answer GET /health and /metrics until interrupted.",
+    )
+    _add_settings_arguments(health)
+    health.add_argument("--serve", action="store_true", help="serve /health and /metrics")
+    health.add_argument("--host", default=_http.DEFAULT_HOST, help="address to listen on")
+    health.add_argument(
+        "--port",
+        type=int,
+        default=_http.DEFAULT_PORT,
+        help=f"port to listen on; 0 picks a free one (default {_http.DEFAULT_PORT})",
+    )
+
+    config = commands.add_parser(
+        "config",
+        help="print the effective settings and where each value came from",
+        description="Print the merged settings (secrets redacted) and the layer each value "
+        "came from: a settings file, the environment, or the built-in default.",
+    )
+    _add_settings_arguments(config)
+    config.add_argument("--json", action="store_true", help="print machine-readable output")
+    return parser
+
+
+def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", help="test, development or production (default $TASKER_ENV)")
+    parser.add_argument(
+        "--root",
+        help="where config/tasker and settings.toml live (default $TASKER_CONFIG_ROOT or .)",
+    )
+
+
+# --- drill -----------------------------------------------------------------------------
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from ._drill import DrillOptions, Progress, format_report, run_drill
+
+    options = DrillOptions(
+        url=args.url,
+        in_process=args.in_process,
+        server_binary=args.server_binary,
+        rate=args.rate,
+        warmup=args.warmup,
+        outage=args.outage,
+        cooldown=args.cooldown,
+        duration=args.duration,
+        socket_timeout=args.socket_timeout,
+        connect_timeout=args.socket_timeout,
+        failure_threshold=args.failure_threshold,
+        open_timeout=args.open_timeout,
+        success_threshold=args.success_threshold,
+    )
+    if not args.verbose:
+        # The cache's own failure WARNINGs are the outage the drill stages on purpose;
+        # the progress display reports it. --verbose shows the real log lines too.
+        logging.getLogger("tasker_resilience").setLevel(logging.ERROR)
+    report = run_drill(options, Progress(sys.stderr, enabled=not args.quiet))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(format_report(report))
+    return EXIT_OK if report.ok else EXIT_UNHEALTHY
+
+
+# --- health ----------------------------------------------------------------------------
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (a supervisor stopping us) ends the server the way Ctrl-C does.
+    raise KeyboardInterrupt
+
+
+def _health(args: argparse.Namespace) -> int:
+    from ._resilience import configure
+
+    res = configure(env=args.env, root=args.root)
+    if not args.serve:
+        report = res.health()
+        print(json.dumps(report, indent=2))
+        return EXIT_UNHEALTHY if report["status"] == "unhealthy" else EXIT_OK
+
+    from ._http import serve
+
+    def ready(base_url: str) -> None:
+        print(f"serving {base_url}/health and {base_url}/metrics (Ctrl-C to stop)", flush=True)
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        serve(args.host, args.port, res, on_ready=ready)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    except OSError as exc:
+        print(
+            f"{PROG} health: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+    finally:
+        res.close()
+    return EXIT_OK
+
+
+# --- config ----------------------------------------------------------------------------
+
+
+def _effective(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """Flatten typed settings (dataclasses and mappings) into dotted keys."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            _effective(getattr(value, item.name), f"{prefix}.{item.name}", out)
+    elif isinstance(value, Mapping):
+        for key in sorted(value):
+            _effective(value[key], f"{prefix}.{key}", out)
+    else:
+        out[prefix] = value
+
+
+def _redacted(key: str, value: Any) -> Any:
+    last = key.rsplit(".", 1)[-1].lower()
+    if any(word in last for word in _SECRET_WORDS):
+        return REDACTED
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
+
+
+def _source(key: str, sources: Mapping[str, str], root: Path) -> str:
+    layer = sources.get(key)
+    if layer is None:
+        return "default"
+    if layer == "environment":
+        return f"environment ({'TASKER_' + key.upper().replace('.', '__')})"
+    try:
+        return str(Path(layer).resolve().relative_to(root))
+    except ValueError:
+        return layer
+
+
+def _config(args: argparse.Namespace) -> int:
+    from ._backend import known_backend_names
+    from ._config import parse_settings
+    from ._settings import load_settings
+
+    loaded = load_settings(args.env, root=args.root)
+    settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
+    flat: dict[str, Any] = {}
+    for section in ("circuit_breakers", "cache"):
+        _effective(getattr(settings, section), f"common.{section}", flat)
+    # backend_options repeats the backend's own table under a generic name; show it
+    # under its real key (common.cache.<backend>) where a user would look for it.
+    options = {k: v for k, v in flat.items() if k.startswith("common.cache.backend_options.")}
+    for key in options:
+        del flat[key]
+    if settings.cache.backend not in ("redis", "dragonfly", "memory"):
+        for key, value in options.items():
+            flat[key.replace("backend_options", settings.cache.backend, 1)] = value
+    rows = {
+        key: {"value": _redacted(key, value), "source": _source(key, loaded.sources, loaded.root)}
+        for key, value in sorted(flat.items())
+    }
+    if args.json:
+        payload = {
+            "env": loaded.env,
+            "root": str(loaded.root),
+            "files": [str(path) for path in loaded.files],
+            "settings": rows,
+        }
+        print(json.dumps(payload, indent=2))
+        return EXIT_OK
+    print(f"# effective settings for env {loaded.env!r}, root {loaded.root} (secrets redacted)")
+    print(f"# files, later wins: {', '.join(_source_files(loaded.files, loaded.root)) or 'none'}")
+    width = max(len(f"{key} = {json.dumps(row['value'])}") for key, row in rows.items())
+    for key, row in rows.items():
+        assignment = f"{key} = {json.dumps(row['value'])}"
+        print(f"{assignment:<{width}}  # {row['source']}")
+    return EXIT_OK
+
+
+def _source_files(files: Sequence[Path], root: Path) -> list[str]:
+    shown = []
+    for path in files:
+        try:
+            shown.append(str(path.relative_to(root)))
+        except ValueError:
+            shown.append(str(path))
+    return shown
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from ._drill import DrillError
+
+    handlers = {"drill": _drill, "health": _health, "config": _config}
+    try:
+        return handlers[args.command](args)
+    except ConfigurationError as exc:
+        print(f"{PROG} {args.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DrillError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
