@@ -224,29 +224,15 @@ def _raw_client(url: str, options: DrillOptions) -> Any:
     )
 
 
-def _timed_raw_call(url: str, options: DrillOptions) -> tuple[float, str]:
-    client = _raw_client(url, options)
+def _timed(call: Callable[[], object]) -> tuple[float, str]:
+    """``(seconds, outcome)`` of one call: ``answered`` or the exception's type name."""
     started = time.perf_counter()
     try:
-        client.get("tasker-drill:raw")
+        call()
         outcome = "answered"
     except Exception as exc:
         outcome = type(exc).__name__
-    finally:
-        elapsed = time.perf_counter() - started
-        client.close()
-    return elapsed, outcome
-
-
-def _redis_overrides(url: str, options: DrillOptions) -> dict[str, Any]:
-    return {
-        "backend": "redis",
-        "redis": {
-            "url": url,
-            "socket_timeout_seconds": options.socket_timeout,
-            "connect_timeout_seconds": options.connect_timeout,
-        },
-    }
+    return time.perf_counter() - started, outcome
 
 
 class _LocalServerTarget:
@@ -276,7 +262,11 @@ class _LocalServerTarget:
         self._server.thaw()
 
     def raw_call(self, options: DrillOptions) -> tuple[float, str]:
-        return _timed_raw_call(self._server.url, options)
+        client = _raw_client(self._server.url, options)
+        try:
+            return _timed(lambda: client.get("tasker-drill:raw"))
+        finally:
+            client.close()
 
     def close(self) -> None:
         self._server.stop()
@@ -393,14 +383,9 @@ class _InProcessTarget:
         self.frozen = False
 
     def raw_call(self, options: DrillOptions) -> tuple[float, str]:
-        assert self.backend is not None, "the cache is built before the outage starts"
-        started = time.perf_counter()
-        try:
-            self.backend.get("tasker-drill:raw")
-            outcome = "answered"
-        except Exception as exc:
-            outcome = type(exc).__name__
-        return time.perf_counter() - started, outcome
+        backend = self.backend
+        assert backend is not None, "the cache is built before the outage starts"
+        return _timed(lambda: backend.get("tasker-drill:raw"))
 
     def close(self) -> None:
         from ._backend import unregister_backend
