@@ -138,6 +138,8 @@ class DrillReport:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     without_breaker: dict[str, Any] | None = None
     stale_read_check: str = "not run"
+    invalidations_remembered: dict[str, int | bool] | None = None
+    """Deletes and sets skipped during the outage, held for replay when it ends."""
     opened: bool = False
     closed_again: bool = False
     notes: list[str] = field(default_factory=list)
@@ -541,11 +543,14 @@ class _Drill:
             self.progress.event(f"breaker 'cache': {entry['from']} -> {entry['to']}{why}")
         self._reported_transitions = len(self.transitions)
 
-    def _one_operation(self) -> float:
-        """Wait for the next slot of the paced load, run one cache call, return its latency."""
+    def _wait_for_slot(self) -> None:
+        """Sleep until the paced load's next operation is due."""
         now = time.perf_counter()
         if now < self._next_at:
             time.sleep(self._next_at - now)
+
+    def _one_operation(self) -> float:
+        """Run the due cache call (80 % get, 20 % set); returns its latency."""
         # No catch-up burst after a slow call: a caller that waited is a caller lost.
         self._next_at = max(self._next_at + self._interval, time.perf_counter())
         index = self._op
@@ -568,6 +573,9 @@ class _Drill:
         before = _stats_totals(self.res.cache.stats())
         started = time.perf_counter()
         while True:
+            # Wait first, decide after: the breaker's state may change while we sleep
+            # (an open timeout elapsing), and the call must land in the phase it belongs to.
+            self._wait_for_slot()
             elapsed = time.perf_counter() - started
             if until(elapsed):
                 break
@@ -733,6 +741,7 @@ def _run_controlled(drill: _Drill, report: DrillReport) -> None:
     report.phases.append(
         drill.phase("thaw", lambda t: breaker.state != "open", limit=options.phase_limit)
     )
+    report.invalidations_remembered = cache.pending_invalidations()
     progress.event("half-open: probes")
     report.phases.append(
         drill.phase("half-open", lambda t: breaker.state == "closed", limit=options.phase_limit)
@@ -898,6 +907,15 @@ def _comparison_lines(report: DrillReport) -> list[str]:
         lines.append(
             f"cost of the breaker: {thaw.skipped} operations answered as misses in the "
             f"{thaw.seconds:.2f}s between thaw and the next probe"
+        )
+    remembered = report.invalidations_remembered
+    if remembered is not None:
+        overflow = " (overflowed: the whole key prefix is dropped instead)" * bool(
+            remembered["overflowed"]
+        )
+        lines.append(
+            f"writes skipped while the circuit was open: {remembered['pending']} keys remembered"
+            f"{overflow}, replayed by the first probe before it read"
         )
     lines.append(f"stale-read check (key deleted during the outage): {report.stale_read_check}")
     return lines
