@@ -1,0 +1,633 @@
+"""CacheProvider: the breaker around every operation, start-up, replayed invalidations."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import tasker_resilience as tr
+from tasker_resilience import CacheConfig, CacheProvider, RedisConfig, Resilience
+from tasker_resilience._backend import unregister_backend
+from tasker_resilience._config import BreakersConfig
+from tasker_resilience._redis_backend import RedisBackend
+from tasker_resilience._registry import BreakerRegistry
+from tasker_resilience._serializers import SerializationError
+from tasker_resilience.testing import ManualClock, configure_for_tests
+
+from .backend_suite import CountingBackend, Outage, SilentServer, closed_port
+
+OPEN_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def backend() -> Iterator[CountingBackend]:
+    instance = CountingBackend()
+    tr.register_backend("counting", lambda config: instance)
+    yield instance
+    unregister_backend("counting")
+
+
+def _configure(clock: ManualClock, **cache: Any) -> Resilience:
+    return configure_for_tests(
+        {
+            "common": {
+                "cache": {"backend": "counting", **cache},
+                "circuit_breakers": {
+                    "component_configs": {
+                        "cache": {
+                            "failure_threshold": 3,
+                            "timeout_seconds": OPEN_TIMEOUT,
+                            "success_threshold": 2,
+                        }
+                    }
+                },
+            }
+        },
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def res(backend: CountingBackend, clock: ManualClock) -> Resilience:
+    resilience = _configure(clock)
+    backend.calls.clear()  # forget the start-up health check
+    return resilience
+
+
+@pytest.fixture
+def cache(res: Resilience) -> CacheProvider:
+    return res.cache
+
+
+def _trip(cache: CacheProvider, backend: CountingBackend) -> None:
+    backend.failing = Outage("down")
+    for _ in range(3):
+        assert cache.get("trip") is None
+    assert cache.circuit_state == "open"
+    backend.calls.clear()
+
+
+# --- wiring -------------------------------------------------------------------------------------
+
+
+def test_provider_uses_the_registry_cache_breaker(res: Resilience, cache: CacheProvider) -> None:
+    assert cache.breaker is res.breakers.get("cache")
+    assert cache.distributed is True
+    assert cache.enabled is True
+    assert cache.backend_name == "counting"
+    assert cache.circuit_state == "closed"
+
+
+def test_key_prefix_on_every_key_and_pattern(
+    cache: CacheProvider, backend: CountingBackend
+) -> None:
+    cache.set("user:1", {"name": "ada"})
+    assert cache.get("user:1") == {"name": "ada"}
+    cache.delete("user:1")
+    cache.delete_pattern("user:*")
+    keys = [call[1] for call in backend.calls]
+    assert keys == ["tasker-test:user:1"] * 3 + ["tasker-test:user:*"]
+
+
+def test_a_key_prefix_with_glob_characters_is_escaped_in_patterns(
+    backend: CountingBackend, clock: ManualClock
+) -> None:
+    cache = _configure(clock, key_prefix="app[1]*").cache
+    cache.set("a", 1)
+    backend.store.set("app1:a", b"J1", None)  # would match an unescaped "app[1]*:*"
+    backend.store.set("app[1]*x:a", b"J1", None)
+    assert cache.delete_pattern("*") == 1
+    assert backend.store.get("app1:a") == b"J1"
+    assert backend.store.get("app[1]*x:a") == b"J1"
+    assert cache.get("a") is None
+
+
+def test_default_ttl_when_none_given(cache: CacheProvider, backend: CountingBackend) -> None:
+    cache.set("a", 1)
+    cache.set("b", 1, ttl=5)
+    cache.set("c", 1, ttl=0.25)
+    assert [call[3] for call in backend.calls] == [3600, 5, 0.25]
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan")])
+def test_bad_ttl_is_a_caller_mistake(cache: CacheProvider, ttl: float) -> None:
+    with pytest.raises(ValueError):
+        cache.set("a", 1, ttl=ttl)
+
+
+def test_values_round_trip_through_json(cache: CacheProvider) -> None:
+    value = {"s": "✓", "i": 1, "f": 1.5, "b": True, "n": None, "l": [1, "2"], "d": {"x": {}}}
+    cache.set("v", value)
+    assert cache.get("v") == value
+    cache.set("bytes", b"\x00\xffraw")
+    assert cache.get("bytes") == b"\x00\xffraw"
+    cache.set("nested", {"blob": b"\x00\x01"})
+    assert cache.get("nested") == {"blob": b"\x00\x01"}
+
+
+def test_pickle_only_when_configured(backend: CountingBackend, clock: ManualClock) -> None:
+    cache = _configure(clock, serializer="pickle").cache
+    cache.set("t", (1, {2, 3}))
+    assert cache.get("t") == (1, {2, 3})
+    # A JSON-configured provider reading that entry never unpickles it: a miss.
+    json_cache = CacheProvider(backend, key_prefix="tasker-test")
+    assert json_cache.get("t") is None
+    assert json_cache.stats()["get"]["error"] == 1
+
+
+def test_unreadable_entry_is_a_miss_not_an_error(
+    cache: CacheProvider, backend: CountingBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.store.set("tasker-test:junk", b"not ours", None)
+    with caplog.at_level(logging.WARNING, "tasker_resilience.cache"):
+        assert cache.get("junk") is None
+    assert "unreadable" in caplog.text
+    assert cache.circuit_state == "closed"
+
+
+def test_stats_count_outcomes(cache: CacheProvider, backend: CountingBackend) -> None:
+    cache.set("a", 1)
+    cache.get("a")
+    cache.get("missing")
+    cache.delete("a")
+    cache.delete_pattern("*")
+    cache.health_check()
+    _trip(cache, backend)
+    cache.get("a")
+    cache.set("a", 1)
+    stats = cache.stats()
+    assert stats["get"] == {"hit": 1, "miss": 1, "error": 3, "skipped_open": 1}
+    assert stats["set"] == {"ok": 1, "error": 0, "skipped_open": 1}
+    assert stats["delete"]["ok"] == 1
+    assert stats["delete_pattern"]["ok"] == 1
+    assert stats["health_check"]["ok"] == 2  # with the start-up check
+
+
+# --- the breaker around every operation ----------------------------------------------------------
+
+
+def test_trips_at_exactly_failure_threshold(cache: CacheProvider, backend: CountingBackend) -> None:
+    backend.failing = Outage("down")
+    assert cache.get("a") is None
+    cache.set("a", 1)  # swallowed
+    assert cache.circuit_state == "closed"
+    assert cache.breaker is not None
+    assert cache.breaker.metrics()["failure_count"] == 2
+    cache.delete("a")
+    assert cache.circuit_state == "open"
+    assert len(backend.calls) == 3
+
+
+def test_a_success_resets_the_failure_streak(
+    cache: CacheProvider, backend: CountingBackend
+) -> None:
+    for _ in range(3):
+        backend.failing = Outage("down")
+        cache.get("a")
+        cache.get("a")
+        backend.failing = None
+        cache.get("a")
+    assert cache.circuit_state == "closed"
+
+
+def test_no_backend_call_while_open(cache: CacheProvider, backend: CountingBackend) -> None:
+    _trip(cache, backend)
+    backend.failing = None  # even a healthy backend is not asked while open
+    for _ in range(20):
+        assert cache.get("a") is None
+        assert cache.set("a", 1) is None
+        assert cache.delete("a") is None
+        assert cache.delete_pattern("a*") == 0
+        assert cache.health_check() is False
+    assert backend.calls == []
+    stats = cache.stats()
+    assert {op: stats[op]["skipped_open"] for op in stats} == {
+        "get": 20,
+        "set": 20,
+        "delete": 20,
+        "delete_pattern": 20,
+        "health_check": 20,
+    }
+
+
+async def test_no_backend_call_while_open_async(
+    cache: CacheProvider, backend: CountingBackend
+) -> None:
+    _trip(cache, backend)
+    backend.failing = None
+    for _ in range(5):
+        assert await cache.aget("a") is None
+        assert await cache.aset("a", 1) is None
+        assert await cache.adelete("a") is None
+        assert await cache.adelete_pattern("a*") == 0
+        assert await cache.ahealth_check() is False
+    assert backend.calls == []
+
+
+def test_open_path_is_fast(cache: CacheProvider, backend: CountingBackend) -> None:
+    _trip(cache, backend)
+    started = time.perf_counter()
+    for _ in range(10_000):
+        cache.get("a")
+    per_call = (time.perf_counter() - started) / 10_000
+    assert per_call < 50e-6  # wide bound for a noisy machine; the benchmark is precise
+
+
+def test_recovery_after_timeout_and_success_threshold(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    _trip(cache, backend)
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT - 0.1)
+    assert cache.get("a") is None
+    assert backend.calls == []  # still open
+    clock.advance(0.2)
+    assert cache.circuit_state == "half-open"
+    cache.set("a", 1)  # probe 1
+    assert cache.circuit_state == "half-open"
+    assert cache.get("a") == 1  # probe 2 closes it
+    assert cache.circuit_state == "closed"
+    assert backend.ops() == ["set", "get"]
+
+
+def test_failed_probe_reopens(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    _trip(cache, backend)
+    clock.advance(OPEN_TIMEOUT)
+    assert cache.get("a") is None  # the probe fails
+    assert cache.circuit_state == "open"
+    assert backend.ops() == ["get"]
+    assert cache.get("a") is None
+    assert backend.ops() == ["get"]
+
+
+def test_caller_mistakes_raise_and_never_trip(
+    cache: CacheProvider, backend: CountingBackend
+) -> None:
+    for _ in range(5):
+        with pytest.raises(SerializationError):
+            cache.set("a", object())
+        with pytest.raises(TypeError):
+            cache.get(123)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            cache.delete_pattern(None)  # type: ignore[arg-type]
+    assert backend.calls == []
+    # A backend error that is not a failure (a bug in the caller's data) propagates
+    # from a write and does not count against the breaker.
+    backend.failing = ValueError("bad value for this backend")
+    for _ in range(5):
+        with pytest.raises(ValueError):
+            cache.set("a", 1)
+        with pytest.raises(ValueError):
+            cache.delete("a")
+        assert cache.get("a") is None  # a read never raises
+    assert cache.circuit_state == "closed"
+    assert cache.breaker is not None
+    assert cache.breaker.metrics()["failure_count"] == 0
+
+
+def test_serialisation_errors_raise_even_while_open(
+    cache: CacheProvider, backend: CountingBackend
+) -> None:
+    _trip(cache, backend)
+    with pytest.raises(SerializationError):
+        cache.set("a", {1, 2})  # sets are not JSON
+
+
+def test_failures_are_logged_once_per_interval_without_password(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    breakers = BreakerRegistry(BreakersConfig(), clock=clock)
+    url = f"redis://:hunter2@127.0.0.1:{closed_port()}/0"
+    backend = RedisBackend(RedisConfig(url=url))
+    cache = CacheProvider(backend, breaker=breakers.get("cache"))
+    with caplog.at_level(logging.WARNING, "tasker_resilience.cache"):
+        assert cache.get("a") is None
+        cache.set("a", 1)
+        cache.delete("a")
+    warnings = [r for r in caplog.records if r.name == "tasker_resilience.cache"]
+    assert len(warnings) == 1
+    text = caplog.text
+    assert "hunter2" not in text
+    assert "redis://:***@127.0.0.1" in text
+    assert "ConnectionError" in text
+    assert cache.stats()["set"]["error"] == 1
+    backend.close()
+
+
+def test_a_hung_redis_trips_and_then_costs_nothing(clock: ManualClock) -> None:
+    server = SilentServer()
+    try:
+        breakers = BreakerRegistry(BreakersConfig(), clock=clock)  # cache: 5 failures
+        backend = RedisBackend(
+            RedisConfig(
+                url=f"redis://127.0.0.1:{server.port}/0",
+                socket_timeout_seconds=0.1,
+                connect_timeout_seconds=0.1,
+            )
+        )
+        cache = CacheProvider(backend, breaker=breakers.get("cache"))
+        started = time.monotonic()
+        for _ in range(5):
+            assert cache.get("a") is None
+        assert cache.circuit_state == "open"
+        assert time.monotonic() - started < 5 * 0.1 + 1.5
+        started = time.monotonic()
+        for _ in range(1000):
+            assert cache.get("a") is None
+        assert time.monotonic() - started < 0.5
+        backend.close()
+    finally:
+        server.close()
+
+
+# --- no stale reads after an outage ----------------------------------------------------------
+
+
+def test_missed_delete_is_replayed_before_the_first_read(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    cache.set("user:1", "old")
+    _trip(cache, backend)
+    cache.delete("user:1")  # skipped: the server still holds "old"
+    assert cache.pending_invalidations() == {"pending": 1, "overflowed": False}
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT)
+    assert cache.get("user:1") is None  # not "old"
+    assert backend.calls == [("delete", "tasker-test:user:1"), ("get", "tasker-test:user:1")]
+    assert cache.pending_invalidations() == {"pending": 0, "overflowed": False}
+
+
+def test_missed_pattern_delete_and_write_through_set_are_replayed(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    cache.set("user:1", "old")
+    cache.set("user:2", "old")
+    cache.set("page", "old")
+    _trip(cache, backend)
+    cache.delete_pattern("user:*")
+    cache.set("page", "new")  # a write-through update that never arrived
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT)
+    assert cache.get("page") is None  # not "old"
+    assert cache.get("user:2") is None
+    assert backend.ops() == ["delete_pattern", "delete", "get", "get"]
+
+
+def test_a_delete_that_fails_while_closed_is_remembered(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    cache.set("k", "old")
+    backend.failing = Outage("blip")
+    cache.delete("k")  # fails; the circuit is still closed
+    assert cache.circuit_state == "closed"
+    backend.failing = None
+    assert cache.get("k") is None
+    assert backend.ops()[-2:] == ["delete", "get"]
+
+
+def test_failed_replay_reopens_and_keeps_the_invalidations(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    cache.set("k", "old")
+    _trip(cache, backend)
+    cache.delete("k")
+    clock.advance(OPEN_TIMEOUT)  # backend still failing
+    assert cache.get("k") is None
+    assert backend.ops() == ["delete"]  # the replay failed, the read never ran
+    assert cache.circuit_state == "open"
+    assert cache.pending_invalidations()["pending"] == 1
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT)
+    assert cache.get("k") is None
+    assert cache.pending_invalidations()["pending"] == 0
+
+
+def test_overflow_drops_the_whole_namespace(backend: CountingBackend, clock: ManualClock) -> None:
+    cache = _configure(clock, max_pending_invalidations=2).cache
+    for key in ("a", "b", "c"):
+        cache.set(key, "old")
+    backend.store.set("other-app:a", b"J1", None)
+    _trip(cache, backend)
+    for key in ("a", "b", "c"):
+        cache.delete(key)
+    assert cache.pending_invalidations() == {"pending": 0, "overflowed": True}
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT)
+    assert cache.get("b") is None
+    assert backend.calls[0] == ("delete_pattern", "tasker-test:*")
+    assert backend.store.get("tasker-test:a") is None
+    assert backend.store.get("other-app:a") == b"J1"  # another prefix is untouched
+    assert cache.pending_invalidations() == {"pending": 0, "overflowed": False}
+
+
+def test_zero_pending_limit_always_drops_the_namespace(
+    backend: CountingBackend, clock: ManualClock
+) -> None:
+    cache = _configure(clock, max_pending_invalidations=0).cache
+    cache.set("a", "old")
+    _trip(cache, backend)
+    cache.delete("a")
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT)
+    assert cache.get("a") is None
+    assert backend.calls[0] == ("delete_pattern", "tasker-test:*")
+
+
+async def test_missed_invalidations_replayed_async(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    await cache.aset("k", "old")
+    _trip(cache, backend)
+    await cache.adelete("k")
+    await cache.adelete_pattern("j*")
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT)
+    assert await cache.aget("k") is None
+    assert backend.ops() == ["delete", "delete_pattern", "get"]
+
+
+# --- start-up -------------------------------------------------------------------------------
+
+
+def test_startup_with_backend_down_starts_open_and_recovers(
+    backend: CountingBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.failing = Outage("connection refused")
+    with caplog.at_level(logging.WARNING, "tasker_resilience.cache"):
+        res = _configure(clock)  # must not raise
+    cache = res.cache
+    assert cache.circuit_state == "open"
+    assert "starts degraded" in caplog.text
+    assert "recovers by itself" in caplog.text
+    backend.calls.clear()
+    assert cache.get("a") is None
+    assert backend.calls == []
+    backend.failing = None
+    clock.advance(OPEN_TIMEOUT)
+    cache.set("a", 1)
+    assert cache.get("a") == 1
+    assert cache.circuit_state == "closed"
+
+
+def test_startup_with_breakers_disabled_stays_closed(
+    backend: CountingBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.failing = Outage("down")
+    with caplog.at_level(logging.WARNING, "tasker_resilience.cache"):
+        res = configure_for_tests(
+            {"common": {"cache": {"backend": "counting"}, "circuit_breakers": {"enabled": False}}},
+            clock=clock,
+        )
+    assert res.cache.circuit_state == "closed"
+    assert "breakers are disabled" in caplog.text
+
+
+class _RedisProcess:
+    """A private redis-server on a given loopback port (never the shared one)."""
+
+    def __init__(self, binary: str, port: int) -> None:
+        self.binary, self.port = binary, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [self.binary, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.mark.parametrize("name", ["redis", "dragonfly"])
+def test_startup_with_real_server_down_then_up(
+    name: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not on PATH: cannot start a private server")
+    port = closed_port()
+    url = f"redis://:pw-not-shown@127.0.0.1:{port}/0"
+    with caplog.at_level(logging.WARNING, "tasker_resilience.cache"):
+        res = configure_for_tests(
+            {"common": {"cache": {"backend": name, "redis": {"url": url}}}}, clock=clock
+        )
+    cache = res.cache
+    assert cache.backend_name == name
+    assert type(cache.backend) is RedisBackend
+    assert cache.circuit_state == "open"
+    assert "pw-not-shown" not in caplog.text
+    assert "starts degraded" in caplog.text
+    server = _RedisProcess(binary, port)
+    server.start()
+    try:
+        # The server has no password: connect without one once it is up.
+        res = configure_for_tests(
+            {
+                "common": {
+                    "cache": {"backend": name, "redis": {"url": f"redis://127.0.0.1:{port}/0"}}
+                }
+            },
+            clock=clock,
+        )
+        assert res.cache.circuit_state == "closed"
+        res.cache.set("k", "v")
+        assert res.cache.get("k") == "v"
+        res.cache.delete("k")
+    finally:
+        server.stop()
+
+
+def test_recovers_when_the_real_server_appears_later(clock: ManualClock) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not on PATH: cannot start a private server")
+    port = closed_port()
+    res = configure_for_tests(
+        {
+            "common": {
+                "cache": {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{port}/0"}},
+                "circuit_breakers": {
+                    "component_configs": {"cache": {"timeout_seconds": 5, "success_threshold": 2}}
+                },
+            }
+        },
+        clock=clock,
+    )
+    cache = res.cache
+    assert cache.circuit_state == "open"
+    assert cache.get("k") is None
+    server = _RedisProcess(binary, port)
+    server.start()
+    try:
+        assert cache.get("k") is None  # still open: nobody asked the server yet
+        assert cache.stats()["get"]["skipped_open"] == 2
+        clock.advance(5)
+        cache.set("k", "v")  # probe 1
+        assert cache.get("k") == "v"  # probe 2
+        assert cache.circuit_state == "closed"
+        cache.delete("k")
+    finally:
+        server.stop()
+        res.close()
+
+
+# --- disabled and in-process caches ---------------------------------------------------------
+
+
+def test_disabled_cache_is_a_plain_noop(clock: ManualClock) -> None:
+    res = configure_for_tests(
+        {"common": {"cache": {"enabled": False, "backend": "redis"}}}, clock=clock
+    )
+    cache = res.cache
+    assert cache.enabled is False
+    assert cache.backend_name == "redis"
+    assert cache.distributed is False
+    assert cache.breaker is None
+    assert cache.circuit_state == "closed"
+    cache.set("a", 1)
+    assert cache.get("a") is None
+    assert cache.delete_pattern("*") == 0
+
+
+def test_memory_backend_has_no_breaker(clock: ManualClock) -> None:
+    res = configure_for_tests({"common": {"cache": {"backend": "memory"}}}, clock=clock)
+    cache = res.cache
+    assert cache.breaker is None
+    assert cache.distributed is False
+    assert cache.circuit_state == "closed"
+    cache.set("a", [1, None])
+    assert cache.get("a") == [1, None]
+
+
+def test_from_config_without_configure() -> None:
+    breakers = BreakerRegistry(BreakersConfig())
+    cache = CacheProvider.from_config(CacheConfig(backend="noop"), breakers)
+    assert cache.backend_name == "noop"
+    assert cache.health_check() is True
+    assert "cache" not in breakers  # no breaker for an in-process backend
