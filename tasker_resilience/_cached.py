@@ -26,7 +26,7 @@ import inspect
 import math
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._keys import KeyBuilder, escape_glob
 from ._resilience import current
@@ -46,8 +46,21 @@ class CachedFunction(Protocol[P, R_co]):
     """What ``@cached`` returns: the function, plus cache controls."""
 
     __wrapped__: Callable[..., Any]
+    __name__: str
+    __qualname__: str
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None
+    ) -> CachedFunction[P, R_co]: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Callable[..., R_co]: ...
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
+        """A method: ``obj.method(...)`` calls it bound (invalidate through the class:
+        ``Cls.method.invalidate(obj, ...)``)."""
+        ...
 
     @property
     def original(self) -> Callable[P, R_co]:

@@ -156,7 +156,9 @@ def test_registered_backend_is_what_configure_builds(dict_backend_registered: st
     assert res.cache.breaker is res.breakers.get("cache")
     res.cache.set("k", {"a": 1})
     assert res.cache.get("k") == {"a": 1}
-    assert "tasker-test:k" in res.cache.backend.data  # type: ignore[attr-defined]  # DictBackend
+    backend = res.cache.backend
+    assert isinstance(backend, DictBackend)
+    assert "tasker-test:k" in backend.data
 
 
 # --- redis and dragonfly are one class -------------------------------------------------------
@@ -193,7 +195,7 @@ def test_sync_client_is_configured_on_purpose() -> None:
     assert kwargs["db"] == 5
     assert kwargs["socket_connect_timeout"] == 0.4
     assert kwargs["socket_timeout"] == 0.2
-    connection = pool.make_connection()
+    connection = pool.make_connection()  # type: ignore[no-untyped-call]  # redis-py
     try:
         assert connection.retry.get_retries() == 0
     finally:

@@ -137,11 +137,12 @@ def test_get_serializer() -> None:
 
 def test_pending_is_ordered_and_deduplicated() -> None:
     pending = PendingInvalidations(10, "p:*")
-    assert pending.active is False
+    assert pending.snapshot() == {"pending": 0, "overflowed": False}
+    assert not pending.active
     pending.add(DELETE, "p:a")
     pending.add(DELETE_PATTERN, "p:u*")
     pending.add(DELETE, "p:a")
-    assert pending.active is True
+    assert pending.snapshot() == {"pending": 2, "overflowed": False}
     plan = pending.plan()
     assert plan.steps == (Step(DELETE, "p:a"), Step(DELETE_PATTERN, "p:u*"))
     assert plan.overflowed is False
