@@ -742,7 +742,7 @@ def _run_controlled(drill: _Drill, report: DrillReport) -> None:
         drill.phase("thaw", lambda t: breaker.state != "open", limit=options.phase_limit)
     )
     report.invalidations_remembered = cache.pending_invalidations()
-    progress.event("half-open: probes")
+    progress.event("half-open: probe time reached; the next calls are probes")
     report.phases.append(
         drill.phase("half-open", lambda t: breaker.state == "closed", limit=options.phase_limit)
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasker_resilience import testing
+from tests.servers import private_server  # noqa: F401  # fixture: a LocalServer the test owns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

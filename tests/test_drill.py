@@ -27,7 +27,7 @@ from tasker_resilience._drill import (
     format_report,
     run_drill,
 )
-from tasker_resilience._local_server import LocalServer, find_server_binary
+from tasker_resilience._local_server import LocalServer
 from tasker_resilience.testing import configure_for_tests
 
 from .conftest import REPO_ROOT
@@ -74,16 +74,9 @@ def _phase(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def server_binary() -> None:
-    """Skips the test when the drill would have no server binary to start."""
-    if find_server_binary() is None:
-        pytest.skip("no dragonfly/redis-server/valkey-server on PATH")
-
-
-@pytest.fixture
-def server(server_binary: None) -> Any:
-    with LocalServer() as local:
-        yield local
+def server(private_server: LocalServer) -> LocalServer:
+    """A private server the test owns (the drill under test may only observe it)."""
+    return private_server
 
 
 # --- in process ----------------------------------------------------------------------
@@ -242,7 +235,8 @@ def test_nearest_rank_percentile(values: list[float], fraction: float, expected:
 # --- the command against real servers ----------------------------------------------
 
 
-@pytest.mark.usefixtures("server_binary")
+@pytest.mark.drill
+@pytest.mark.usefixtures("private_server")  # proves a binary is there (skip or CI failure)
 def test_drill_json_against_a_private_server() -> None:
     result = _cli("--json", "--quiet", *FAST_FLAGS)
     assert result.returncode == 0, result.stderr
@@ -266,7 +260,8 @@ def test_drill_json_against_a_private_server() -> None:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.mark.usefixtures("server_binary")
+@pytest.mark.drill
+@pytest.mark.usefixtures("private_server")
 def test_drill_text_report_with_progress() -> None:
     result = _cli(*FAST_FLAGS)
     assert result.returncode == 0, result.stderr
@@ -287,6 +282,7 @@ def test_without_a_server_binary_the_drill_says_it_runs_in_process() -> None:
     assert report["ok"] is True
 
 
+@pytest.mark.integration
 def test_observing_a_server_never_freezes_it(server: LocalServer) -> None:
     result = _cli("--url", server.url, "--duration", "1", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -303,6 +299,7 @@ def test_observing_a_server_never_freezes_it(server: LocalServer) -> None:
     assert 0 < ttl <= 60
 
 
+@pytest.mark.drill
 def test_observing_shows_an_outage_caused_by_someone_else(server: LocalServer) -> None:
     pause = threading.Timer(0.5, server.freeze)
     resume = threading.Timer(1.7, server.thaw)

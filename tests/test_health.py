@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import tasker_resilience as tr
 from tasker_resilience._health import build_health
-from tasker_resilience._local_server import LocalServer, find_server_binary
+from tasker_resilience._local_server import LocalServer
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
 BREAKER_KEYS = {
@@ -38,14 +37,6 @@ def _redis(url: str, **breaker: Any) -> dict[str, Any]:
             "circuit_breakers": {"component_configs": {"cache": cache_breaker}},
         }
     }
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    if find_server_binary() is None:
-        pytest.skip("no dragonfly/redis-server/valkey-server on PATH")
-    with LocalServer() as local:
-        yield local
 
 
 def test_fresh_in_process_cache_is_healthy_and_json_ready() -> None:
@@ -180,8 +171,9 @@ def test_dragonfly_alias_is_reported_by_its_configured_name() -> None:
     assert res.health()["cache"]["backend"] == "dragonfly"
 
 
-def test_a_reachable_server_is_healthy(server: LocalServer) -> None:
-    res = configure_for_tests(_redis(server.url))
+@pytest.mark.integration
+def test_a_reachable_server_is_healthy(private_server: LocalServer) -> None:
+    res = configure_for_tests(_redis(private_server.url))
     report = res.health()
     assert report["status"] == "healthy"
     assert report["cache"]["healthy"] is True
@@ -190,9 +182,10 @@ def test_a_reachable_server_is_healthy(server: LocalServer) -> None:
     assert report["circuit_breakers"]["cache"]["total_calls"] >= 1
 
 
-def test_a_failing_cache_with_a_closed_breaker_is_degraded(server: LocalServer) -> None:
-    res = configure_for_tests(_redis(server.url))
-    server.stop()
+@pytest.mark.drill
+def test_a_failing_cache_with_a_closed_breaker_is_degraded(private_server: LocalServer) -> None:
+    res = configure_for_tests(_redis(private_server.url))
+    private_server.stop()
     report = res.health()
     assert report["cache"]["healthy"] is False
     assert report["cache"]["circuit_state"] == "closed"  # one failure of three
@@ -200,27 +193,29 @@ def test_a_failing_cache_with_a_closed_breaker_is_degraded(server: LocalServer) 
     assert report["status"] == "degraded"
 
 
+@pytest.mark.drill
 def test_health_makes_no_network_call_while_the_cache_circuit_is_open(
-    server: LocalServer,
+    private_server: LocalServer,
 ) -> None:
-    res = configure_for_tests(_redis(server.url))
+    res = configure_for_tests(_redis(private_server.url))
     res.breakers.get("cache").force_open()
-    server.freeze()  # a network call now would wait the full 1 s socket timeout
+    private_server.freeze()  # a network call now would wait the full 1 s socket timeout
     try:
         started = time.perf_counter()
         report = res.health()
         elapsed = time.perf_counter() - started
     finally:
-        server.thaw()
+        private_server.thaw()
     assert report["cache"]["healthy"] is False
     assert report["status"] == "degraded"
     assert elapsed < 0.5, f"health took {elapsed:.3f}s: it waited on the frozen server"
     assert res.cache.stats()["health_check"]["skipped_open"] >= 1
 
 
-def test_health_checks_count_against_the_breaker_and_open_it(server: LocalServer) -> None:
-    res = configure_for_tests(_redis(server.url, failure_threshold=2, critical=True))
-    server.stop()
+@pytest.mark.drill
+def test_health_checks_count_against_the_breaker_and_open_it(private_server: LocalServer) -> None:
+    res = configure_for_tests(_redis(private_server.url, failure_threshold=2, critical=True))
+    private_server.stop()
     assert res.health()["status"] == "degraded"  # first failure: still closed
     report = res.health()  # second failure opens it; critical -> unhealthy
     assert report["circuit_breakers"]["cache"]["state"] == "open"

@@ -18,7 +18,7 @@ import pytest
 
 from tasker_resilience import Resilience
 from tasker_resilience._http import _route_path, health_asgi_app, health_wsgi_app, make_server
-from tasker_resilience._local_server import LocalServer, find_server_binary
+from tasker_resilience._local_server import LocalServer
 from tasker_resilience.testing import configure_for_tests
 
 if TYPE_CHECKING:
@@ -200,41 +200,33 @@ def test_without_a_resilience_each_request_reads_the_process_wide_one(
     assert b"tasker_resilience_breaker_state" in request(base, "GET", "/metrics").body
 
 
-def test_a_slow_health_check_does_not_hold_up_other_requests(serve: Callable[..., str]) -> None:
-    """The health check waits on a frozen server (1 s socket timeout); meanwhile the
+@pytest.mark.drill
+def test_a_slow_health_check_does_not_hold_up_other_requests(
+    serve: Callable[..., str], private_server: LocalServer
+) -> None:
+    """The health check waits on a frozen server (1.5 s socket timeout); meanwhile the
     server (an event loop for ASGI, threads for WSGI) keeps answering."""
-    if find_server_binary() is None:
-        pytest.skip("no dragonfly/redis-server/valkey-server on PATH")
-    with LocalServer() as cache_server:
-        res = configure_for_tests(
-            {
-                "common": {
-                    "cache": {
-                        "backend": "redis",
-                        "redis": {
-                            "url": cache_server.url,
-                            "socket_timeout_seconds": 1.5,
-                            "connect_timeout_seconds": 1.5,
-                        },
-                    }
-                }
-            }
-        )
-        base = serve(res)
-        cache_server.freeze()
-        try:
-            slow: list[Reply] = []
-            started = time.perf_counter()
-            worker = threading.Thread(target=lambda: slow.append(request(base, "GET", "/health")))
-            worker.start()
-            time.sleep(0.2)
-            quick_started = time.perf_counter()
-            quick = request(base, "GET", "/metrics")
-            quick_seconds = time.perf_counter() - quick_started
-            worker.join(10)
-            slow_seconds = time.perf_counter() - started
-        finally:
-            cache_server.thaw()
+    redis_settings = {
+        "url": private_server.url,
+        "socket_timeout_seconds": 1.5,
+        "connect_timeout_seconds": 1.5,
+    }
+    res = configure_for_tests({"common": {"cache": {"backend": "redis", "redis": redis_settings}}})
+    base = serve(res)
+    slow: list[Reply] = []
+    private_server.freeze()
+    try:
+        started = time.perf_counter()
+        worker = threading.Thread(target=lambda: slow.append(request(base, "GET", "/health")))
+        worker.start()
+        time.sleep(0.2)
+        quick_started = time.perf_counter()
+        quick = request(base, "GET", "/metrics")
+        quick_seconds = time.perf_counter() - quick_started
+        worker.join(10)
+        slow_seconds = time.perf_counter() - started
+    finally:
+        private_server.thaw()
     assert quick.status == 200
     assert quick_seconds < 0.75, f"/metrics waited {quick_seconds:.2f}s behind /health"
     assert slow_seconds >= 1.4  # the health check really did wait on the frozen server
