@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -28,11 +29,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis
 
 from tasker_resilience import CacheBackend
 from tasker_resilience._memory_backend import MemoryBackend
 
-__all__ = ["BackendConformance", "CountingBackend", "Outage", "SilentServer", "closed_port"]
+__all__ = [
+    "BackendConformance",
+    "CountingBackend",
+    "Outage",
+    "PrivateRedis",
+    "SilentServer",
+    "closed_port",
+]
 
 BINARY = bytes(range(256)) * 4 + b"\x00\r\n\x00"
 UNICODE_KEY = "ключ:🔑:鍵:naïve"
@@ -368,3 +377,35 @@ class CountingBackend:
 
     def is_backend_failure(self, exc: BaseException) -> bool:
         return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+class PrivateRedis:
+    """A private redis-server on a given loopback port (never the shared one)."""
+
+    def __init__(self, binary: str, port: int) -> None:
+        self.binary, self.port = binary, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [self.binary, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from tasker_resilience._memory_backend import MemoryBackend, NoopBackend, glob_t
 from tasker_resilience._redis_backend import RedisBackend, is_redis_failure
 from tasker_resilience.testing import configure_for_tests
 
-from .backend_suite import BackendConformance, SilentServer, closed_port
+from .backend_suite import BackendConformance, PrivateRedis, SilentServer, closed_port
 
 # --- the suite, per backend -----------------------------------------------------------------
 
@@ -66,6 +67,45 @@ class TestFakeRedisBackend(BackendConformance):
         assert backend.name == name
         yield backend
         backend.close()
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[PrivateRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not on PATH: cannot start a private server")
+    server = PrivateRedis(binary, closed_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestRealRedisBackend(BackendConformance):
+    """The same suite over TCP against a private redis-server, database 3 from the URL."""
+
+    expect_distributed = True
+
+    @pytest.fixture(params=NAMES)
+    def make_backend(
+        self, request: pytest.FixtureRequest, private_redis: PrivateRedis
+    ) -> Iterator[RedisBackend]:
+        url = f"redis://127.0.0.1:{private_redis.port}/3"
+        backend = RedisBackend(RedisConfig(url=url), name=request.param)
+        yield backend
+        backend.close()
+
+    def test_database_number_comes_from_the_url(
+        self, backend: CacheBackend, ns: str, private_redis: PrivateRedis
+    ) -> None:
+        backend.set(ns + "db", b"v", None)
+        db0 = redis.Redis(port=private_redis.port, db=0)
+        db3 = redis.Redis(port=private_redis.port, db=3)
+        try:
+            assert db0.get(ns + "db") is None
+            assert db3.get(ns + "db") == b"v"
+        finally:
+            db0.close()
+            db3.close()
 
 
 class DictBackend:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,7 @@ from tasker_resilience._registry import BreakerRegistry
 from tasker_resilience._serializers import SerializationError
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
-from .backend_suite import CountingBackend, Outage, SilentServer, closed_port
+from .backend_suite import CountingBackend, Outage, PrivateRedis, SilentServer, closed_port
 
 OPEN_TIMEOUT = 10.0
 
@@ -495,40 +494,6 @@ def test_startup_with_breakers_disabled_stays_closed(
     assert "breakers are disabled" in caplog.text
 
 
-class _RedisProcess:
-    """A private redis-server on a given loopback port (never the shared one)."""
-
-    def __init__(self, binary: str, port: int) -> None:
-        self.binary, self.port = binary, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            [self.binary, *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.mark.parametrize("name", ["redis", "dragonfly"])
 def test_startup_with_real_server_down_then_up(
     name: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
@@ -548,7 +513,7 @@ def test_startup_with_real_server_down_then_up(
     assert state(cache) == "open"
     assert "pw-not-shown" not in caplog.text
     assert "starts degraded" in caplog.text
-    server = _RedisProcess(binary, port)
+    server = PrivateRedis(binary, port)
     server.start()
     try:
         # The server has no password: connect without one once it is up.
@@ -587,7 +552,7 @@ def test_recovers_when_the_real_server_appears_later(clock: ManualClock) -> None
     cache = res.cache
     assert state(cache) == "open"
     assert cache.get("k") is None
-    server = _RedisProcess(binary, port)
+    server = PrivateRedis(binary, port)
     server.start()
     try:
         assert cache.get("k") is None  # still open: nobody asked the server yet
