@@ -90,8 +90,9 @@ def _count_value(counter: itertools.count[int]) -> int:
 
 
 def _default_backend_failure(exc: BaseException) -> bool:
-    """For a backend without ``is_backend_failure``: I/O errors count, mistakes do not."""
-    return isinstance(exc, (OSError, ConnectionError, TimeoutError))
+    """For a backend without ``is_backend_failure``: I/O errors (``OSError``, which
+    includes ``ConnectionError`` and ``TimeoutError``) count, mistakes do not."""
+    return isinstance(exc, OSError)
 
 
 class _Warnings:
@@ -148,15 +149,14 @@ class CacheProvider:
             backend, "is_backend_failure", _default_backend_failure
         )
         self._redact: Callable[[str], str] = getattr(backend, "redact", str)
-        self._where = getattr(backend, "redacted_url", None) or self._backend_name
+        url = getattr(backend, "redacted_url", None)
+        self._where = f" at {url}" if url else ""
         self._pending = PendingInvalidations(max_pending_invalidations, self._pattern_prefix + "*")
         self._warnings = _Warnings()
         self._counts = {op: {o: itertools.count() for o in _OUTCOMES[op]} for op in OPERATIONS}
-        counts = self._counts
-        # Bound once: the hot paths pay one attribute read per count.
-        self._get_hit = counts[GET]["hit"]
-        self._get_miss = counts[GET]["miss"]
-        self._get_skipped = counts[GET]["skipped_open"]
+        # Bound once: the hit path pays one attribute read per count.
+        self._get_hit = self._counts[GET]["hit"]
+        self._get_miss = self._counts[GET]["miss"]
 
     @classmethod
     def from_config(cls, config: CacheConfig, breakers: BreakerRegistry) -> CacheProvider:
@@ -184,7 +184,7 @@ class CacheProvider:
             return
         if not breaker.enabled:
             CACHE_LOGGER.warning(
-                "cache backend %r at %s is unreachable at start-up and circuit breakers are "
+                "cache backend %r%s is unreachable at start-up and circuit breakers are "
                 "disabled: every cache call will wait for its timeout until it is back",
                 self._backend_name,
                 self._where,
@@ -192,7 +192,7 @@ class CacheProvider:
             return
         breaker.force_open()
         CACHE_LOGGER.warning(
-            "cache backend %r at %s is unreachable at start-up: the service starts degraded "
+            "cache backend %r%s is unreachable at start-up: the service starts degraded "
             "(cache circuit open, every cache read is a miss) and recovers by itself "
             "(a probe every %gs)",
             self._backend_name,
@@ -283,7 +283,7 @@ class CacheProvider:
             return False
         next(self._counts[op]["error"])
         self._warnings.warn(
-            "cache %s failed on %r at %s (%s: %s); the call was %s",
+            "cache %s failed on %r%s (%s: %s); the call was %s",
             op,
             self._backend_name,
             self._where,
