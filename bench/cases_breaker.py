@@ -18,9 +18,10 @@ import pybreaker
 
 from tasker_resilience import Resilience, breaker_guarded
 
-from .timing import Case
+from .timing import Case, round_order
 
 __all__ = [
+    "REJECT_BREAKER",
     "THREADS",
     "WORK_SECONDS",
     "ThreadResults",
@@ -34,8 +35,17 @@ WORK_SECONDS = 0.02
 """The guarded function's own cost: a 20 ms wait that releases the GIL, like I/O."""
 
 
+REJECT_BREAKER = "bench-reject"
+"""Configure it with a long ``timeout_seconds``: it must stay open while timed."""
+
+
 def _work(_: object = None) -> None:
     time.sleep(WORK_SECONDS)
+
+
+def _never_called(_: object = None) -> None:
+    # Behind an open breaker this never runs; if it did, the figure would be wrong.
+    raise AssertionError("a rejected call ran")
 
 
 def pybreaker_reject_case() -> Case:
@@ -46,7 +56,7 @@ def pybreaker_reject_case() -> Case:
 
     def call(arg: object) -> object:
         try:
-            return cb.call(_work, arg)
+            return cb.call(_never_called, arg)
         except pybreaker.CircuitBreakerError:
             return None
 
@@ -57,9 +67,12 @@ def pybreaker_reject_case() -> Case:
 
 def guarded_reject_case(res: Resilience) -> Case:
     """``@breaker_guarded(fallback=None)`` on a forced-open breaker: the same job."""
-    guarded = breaker_guarded("bench-reject", fallback=None, resilience=res)(_work)
-    guarded.breaker.force_open()  # type: ignore[attr-defined]  # set by the decorator
-    if not guarded.breaker.is_open:  # type: ignore[attr-defined]
+    guarded = breaker_guarded(REJECT_BREAKER, fallback=None, resilience=res)(_never_called)
+    handle = guarded.breaker  # type: ignore[attr-defined]  # set by the decorator
+    if handle.get().config.timeout_seconds < 60:
+        raise RuntimeError(f"configure {REJECT_BREAKER!r} with a long timeout_seconds")
+    handle.force_open()
+    if not handle.is_open:
         raise RuntimeError("the forced-open breaker is not open")
     return Case(guarded, None)
 
@@ -137,8 +150,7 @@ def measure_threads(res: Resilience, *, rounds: int) -> ThreadResults:
     one: dict[str, list[float]] = {name: [] for name in names}
     wall: dict[str, list[float]] = {name: [] for name in names}
     for round_no in range(rounds):
-        shift = round_no % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in round_order(names, round_no):
             fn = contestants[name]
             one[name].append(_one_call(fn, 3))
             wall[name].append(_wall(fn))

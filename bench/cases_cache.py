@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .cases_breaker import guarded_reject_case, pybreaker_reject_case
+from .cases_breaker import REJECT_BREAKER, guarded_reject_case, pybreaker_reject_case
 from .timing import Case, Comparison, acompare, compare, run_batch
 
 if TYPE_CHECKING:
@@ -70,11 +70,12 @@ def cache_overrides(url: str) -> dict[str, Any]:
             "circuit_breakers": {
                 "enabled": True,
                 "component_configs": {
-                    "cache": {
+                    name: {
                         "failure_threshold": FAILURE_THRESHOLD,
                         "timeout_seconds": OPEN_TIMEOUT_SECONDS,
                         "success_threshold": 2,
                     }
+                    for name in ("cache", REJECT_BREAKER)
                 },
             },
         }
@@ -90,10 +91,16 @@ class CacheResults:
     hung: dict[str, Any] = field(default_factory=dict)
 
 
-def _raw_clients(provider: CacheProvider) -> tuple[Any, Any]:
-    """The redis-py sync and asyncio clients the provider's backend talks through."""
+def _raw_client(provider: CacheProvider) -> Any:
+    """The provider backend's own redis-py client (same pool, same server)."""
     backend: Any = provider.backend
-    return backend.client, backend.aclient
+    return backend.client
+
+
+def _raw_async_client(provider: CacheProvider) -> Any:
+    """The backend's redis.asyncio client of the running loop (the one ``aget`` uses)."""
+    backend: Any = provider.backend
+    return backend.async_client
 
 
 def _commands_processed(client: Any) -> int:
@@ -121,7 +128,7 @@ def _expect(condition: bool, message: str) -> None:
 def measure_closed_sync(
     provider: CacheProvider, loads: Callable[[bytes], Any], *, rounds: int, batch: int
 ) -> Comparison:
-    client, _ = _raw_clients(provider)
+    client = _raw_client(provider)
     full_key = _full_key(client)
     raw_get = client.get
 
@@ -148,7 +155,7 @@ def measure_closed_sync(
 async def measure_closed_async(
     provider: CacheProvider, loads: Callable[[bytes], Any], *, rounds: int, batch: int
 ) -> Comparison:
-    client, aclient = _raw_clients(provider)
+    client, aclient = _raw_client(provider), _raw_async_client(provider)
     full_key = _full_key(client)
     raw_aget: Callable[[bytes], Awaitable[Any]] = aclient.get
 
@@ -174,7 +181,7 @@ async def measure_closed_async(
 def measure_open(
     res: Resilience, provider: CacheProvider, *, rounds: int, batch: int
 ) -> Comparison:
-    client, _ = _raw_clients(provider)
+    client = _raw_client(provider)
     breaker = provider.breaker
     _expect(breaker is not None, "a redis provider has a breaker")
     assert breaker is not None
@@ -197,6 +204,7 @@ def measure_open(
         seen = _commands_processed(client) - before
         _expect(seen <= 2, f"the open provider sent {seen} commands to the server")
         _expect(provider.circuit_state == "open", "the breaker closed during the open run")
+        _expect(res.breakers.get(REJECT_BREAKER).is_open, "the guarded breaker closed mid-run")
     finally:
         breaker.reset()
     return result
@@ -221,7 +229,7 @@ async def measure_open_async(provider: CacheProvider, *, rounds: int, batch: int
 def measure_hung(provider: CacheProvider, server: Freezable, *, batch: int) -> dict[str, Any]:
     """Per-call cost with the server frozen: raw client, then the provider until and
     after its breaker trips."""
-    client, _ = _raw_clients(provider)
+    client = _raw_client(provider)
     breaker = provider.breaker
     assert breaker is not None
     _expect(provider.circuit_state == "closed", "hung run must start closed")
@@ -269,6 +277,7 @@ def measure_cache(
     *,
     rounds: int,
     batch: int,
+    open_rounds: int,
     open_batch: int,
 ) -> CacheResults:
     """Every provider measurement on one provider, one pool, one event loop."""
@@ -279,7 +288,7 @@ def measure_cache(
     provider = res.cache
     _expect(provider.distributed and provider.backend_name == "redis", "not a redis provider")
     loads = get_serializer(res.settings.cache.serializer).loads
-    client, _ = _raw_clients(provider)
+    client = _raw_client(provider)
     client.flushdb()  # the private server of this run; never the shared one
     provider.set(KEY, VALUE)
     results = CacheResults()
@@ -289,9 +298,9 @@ def measure_cache(
         results.closed_async = loop.run_until_complete(
             measure_closed_async(provider, loads, rounds=rounds, batch=batch)
         )
-        results.open_sync = measure_open(res, provider, rounds=rounds, batch=open_batch)
+        results.open_sync = measure_open(res, provider, rounds=open_rounds, batch=open_batch)
         results.open_async = loop.run_until_complete(
-            measure_open_async(provider, rounds=rounds, batch=open_batch)
+            measure_open_async(provider, rounds=open_rounds, batch=open_batch)
         )
         results.hung = measure_hung(provider, server, batch=open_batch)
     finally:

@@ -29,6 +29,7 @@ from bench.report import (  # noqa: E402
     render_markdown,
     render_table,
 )
+from tasker_resilience._local_server import LocalServer  # noqa: E402
 
 T = TypeVar("T")
 
@@ -71,13 +72,9 @@ def _timed(label: str, fn: Callable[[], T]) -> T:
 
 
 @contextmanager
-def _server() -> Iterator[Any]:
-    """A private redis-server on a free loopback port (never the shared one)."""
-    try:
-        from tasker_resilience._local_server import LocalServer
-    except ImportError:  # TEMPORARY until interface 3 lands
-        from bench._tmp_server import TmpServer as LocalServer  # type: ignore[assignment]
-    with LocalServer() as server:
+def _server(binary: str) -> Iterator[LocalServer]:
+    """A private server on a free loopback port (never the shared one), always stopped."""
+    with LocalServer(binary) as server:
         yield server
 
 
@@ -85,10 +82,12 @@ def _r(value: float, digits: int = 4) -> float:
     return round(value, digits)
 
 
-def _cache_figures(params: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _cache_figures(
+    params: dict[str, int], server_binary: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     from bench.cases_cache import measure_cache
 
-    with _server() as server:
+    with _server(server_binary) as server:
         server_info = {"kind": server.kind, "version": server.version()}
         cache = measure_cache(
             server.url,
@@ -96,6 +95,7 @@ def _cache_figures(params: dict[str, int]) -> tuple[dict[str, Any], dict[str, An
             ROOT,
             rounds=params["closed_rounds"],
             batch=params["closed_batch"],
+            open_rounds=params["open_rounds"],
             open_batch=params["open_batch"],
         )
     assert cache.closed_sync is not None
@@ -130,7 +130,7 @@ def _cache_figures(params: dict[str, int]) -> tuple[dict[str, Any], dict[str, An
     return figures, details
 
 
-def _memory_figures(params: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _memory_figures(params: dict[str, int], _: str) -> tuple[dict[str, Any], dict[str, Any]]:
     from bench.cases_memory import measure_memory
 
     memory = measure_memory(ROOT, rounds=params["memory_rounds"], batch=params["memory_batch"])
@@ -149,7 +149,7 @@ def _memory_figures(params: dict[str, int]) -> tuple[dict[str, Any], dict[str, A
     return figures, {"memory_sync": sync.detail(), "memory_async": asyncs.detail()}
 
 
-def _thread_figures(params: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _thread_figures(params: dict[str, int], _: str) -> tuple[dict[str, Any], dict[str, Any]]:
     import tasker_resilience as tr
     from bench.cases_breaker import measure_threads
 
@@ -177,6 +177,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
     parser.add_argument(
         "--only", choices=STAGES, action="append", help="run only this stage (repeatable)"
+    )
+    parser.add_argument(
+        "--server",
+        default="redis-server",
+        help="server binary (name on PATH or path) started privately (default: redis-server)",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -206,13 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     details: dict[str, Any] = {}
     server_info: dict[str, Any] = {"kind": None, "version": None}
-    runners: dict[str, Callable[[dict[str, int]], tuple[dict[str, Any], dict[str, Any]]]] = {
+    runners: dict[str, Callable[[dict[str, int], str], tuple[dict[str, Any], dict[str, Any]]]] = {
         "cache": _cache_figures,
         "memory": _memory_figures,
         "threads": _thread_figures,
     }
     for stage in stages:
-        figures, stage_details = _timed(stage, functools.partial(runners[stage], params))
+        figures, stage_details = _timed(
+            stage, functools.partial(runners[stage], params, args.server)
+        )
         results.update(figures)
         details.update(stage_details)
     server_info = details.pop("server", server_info)
