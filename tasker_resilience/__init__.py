@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._backend import CacheBackend, register_backend
 from ._breaker import Breaker
-from ._cached import cached
+from ._cached import CachedFunction, cached
 from ._config import BreakerConfig, CacheConfig, RedisConfig, Settings
 from ._errors import CircuitOpenError, ConfigurationError
 from ._guard import BreakerHandle, breaker_guarded
@@ -20,6 +20,7 @@ from ._policy import failure_policy
 from ._provider import CacheProvider
 from ._registry import BreakerRegistry
 from ._resilience import Resilience, configure, current, get_breaker
+from ._serializers import SerializationError
 
 __all__ = [
     "Breaker",
@@ -29,10 +30,12 @@ __all__ = [
     "CacheBackend",
     "CacheConfig",
     "CacheProvider",
+    "CachedFunction",
     "CircuitOpenError",
     "ConfigurationError",
     "RedisConfig",
     "Resilience",
+    "SerializationError",
     "Settings",
     "breaker_guarded",
     "cached",
