@@ -39,13 +39,14 @@ STAGES = ("cache", "memory", "threads")
 # that the median ratio moves by well under the 5% goal margin from run to run.
 PARAMETERS: dict[str, dict[str, int]] = {
     "full": {
-        "closed_rounds": 400,
-        "closed_batch": 40,
+        "closed_rounds": 1500,
+        "closed_batch": 20,
         "open_rounds": 40,
         "open_batch": 20_000,
         "memory_rounds": 60,
         "memory_batch": 4_000,
-        "thread_rounds": 9,
+        "thread_rounds": 41,
+        "pybreaker_thread_rounds": 5,
     },
     "quick": {
         "closed_rounds": 40,
@@ -54,7 +55,8 @@ PARAMETERS: dict[str, dict[str, int]] = {
         "open_batch": 5_000,
         "memory_rounds": 8,
         "memory_batch": 1_000,
-        "thread_rounds": 3,
+        "thread_rounds": 5,
+        "pybreaker_thread_rounds": 2,
     },
 }
 
@@ -155,7 +157,9 @@ def _thread_figures(params: dict[str, int], _: str) -> tuple[dict[str, Any], dic
 
     # Breakers only: a Resilience from default settings, no cache is ever built.
     res = tr.Resilience(tr.Settings())
-    threads = measure_threads(res, rounds=params["thread_rounds"])
+    threads = measure_threads(
+        res, rounds=params["thread_rounds"], reference_rounds=params["pybreaker_thread_rounds"]
+    )
     ratios = threads.ratios
     figures = {
         "threads32_ratio": _r(ratios["tasker"]),

@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -60,6 +60,14 @@ class Comparison:
     baseline: str
     rounds: int
     batch: int
+    samples: dict[str, list[float]] = field(repr=False, compare=False, default_factory=dict)
+    """Per-round mean per-call µs of each case, in round order."""
+
+    def ratio(self, name: str, base: str) -> float:
+        """Median over rounds of ``name / base`` within the same round."""
+        return statistics.median(
+            a / b for a, b in zip(self.samples[name], self.samples[base], strict=True)
+        )
 
     def detail(self) -> dict[str, Any]:
         """JSON-ready description for ``results.json``."""
@@ -133,6 +141,7 @@ def _summarise(
         baseline=baseline,
         rounds=rounds,
         batch=batch,
+        samples={name: list(values) for name, values in samples.items()},
     )
 
 
