@@ -623,13 +623,14 @@ def _private_resilience(options: DrillOptions, target: _Target) -> Iterator[Resi
             "cache": deep_merge(
                 {
                     "enabled": True,
+                    "backend": "redis",
                     "key_prefix": "tasker-drill",
                     "redis": {
                         "socket_timeout_seconds": options.socket_timeout,
                         "connect_timeout_seconds": options.connect_timeout,
                     },
                 },
-                deep_merge({"backend": "redis"}, target.cache_overrides()),
+                target.cache_overrides(),
             ),
         }
     }
