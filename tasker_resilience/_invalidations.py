@@ -52,6 +52,7 @@ class PendingInvalidations:
         self._steps: dict[Step, int] = {}
         self._overflowed = False
         self._seq = 0
+        self._claimed = False
         self._lock = threading.Lock()
 
     def add(self, kind: Kind, target: str) -> None:
@@ -71,6 +72,24 @@ class PendingInvalidations:
                 drop = Step(DELETE_PATTERN, self.namespace_pattern)
                 return ReplayPlan((drop,), True, (self._seq,))
             return ReplayPlan(tuple(self._steps), False, tuple(self._steps.values()))
+
+    def claim(self) -> ReplayPlan | None:
+        """:meth:`plan` for one replaying caller at a time; None while another's is in flight.
+
+        Without it every call admitted after an outage replays the whole list at once:
+        hundreds of concurrent callers times hundreds of deletes saturate the pool and
+        re-open the circuit. Call :meth:`release` when the claimed replay ends.
+        """
+        with self._lock:
+            if self._claimed:
+                return None
+            self._claimed = True
+        return self.plan()
+
+    def release(self) -> None:
+        """End a claimed replay (after :meth:`done`, or after it failed)."""
+        with self._lock:
+            self._claimed = False
 
     def done(self, plan: ReplayPlan) -> None:
         """Forget what ``plan`` replayed; anything recorded since stays pending."""

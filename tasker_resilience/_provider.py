@@ -342,14 +342,21 @@ class CacheProvider:
 
     # --- sync -------------------------------------------------------------------------------
 
-    def _replay(self) -> None:
-        plan = self._pending.plan()
-        for kind, target in plan.steps:
-            if kind is DELETE:
-                self._backend.delete(target)
-            else:
-                self._backend.delete_pattern(target)
-        self._replayed(plan)
+    def _replay(self) -> bool:
+        """Replay missed invalidations; False while another caller's replay is in flight."""
+        plan = self._pending.claim()
+        if plan is None:
+            return False
+        try:
+            for kind, target in plan.steps:
+                if kind is DELETE:
+                    self._backend.delete(target)
+                else:
+                    self._backend.delete_pattern(target)
+            self._replayed(plan)
+        finally:
+            self._pending.release()
+        return True
 
     def _fetch(self, key: str) -> Any:
         """The raw bytes under ``key``, None (absent) or UNAVAILABLE; never raises for
@@ -360,8 +367,11 @@ class CacheProvider:
             return UNAVAILABLE
         try:
             with guard:
-                if self._pending.active:
-                    self._replay()
+                if self._pending.active and not self._replay():
+                    # Another caller is replaying: the server may still hold a value it
+                    # is about to delete. Ask anyway (an honest probe), answer a miss.
+                    self._backend.get(full)
+                    return None
                 return self._backend.get(full)
         except Exception as exc:
             self._failed(GET, exc)
@@ -440,14 +450,20 @@ class CacheProvider:
 
     # --- asyncio: the same decisions, awaiting the backend --------------------------------
 
-    async def _areplay(self) -> None:
-        plan = self._pending.plan()
-        for kind, target in plan.steps:
-            if kind is DELETE:
-                await self._backend.adelete(target)
-            else:
-                await self._backend.adelete_pattern(target)
-        self._replayed(plan)
+    async def _areplay(self) -> bool:
+        plan = self._pending.claim()
+        if plan is None:
+            return False
+        try:
+            for kind, target in plan.steps:
+                if kind is DELETE:
+                    await self._backend.adelete(target)
+                else:
+                    await self._backend.adelete_pattern(target)
+            self._replayed(plan)
+        finally:
+            self._pending.release()
+        return True
 
     async def _afetch(self, key: str) -> Any:
         full = self._full_key(key)
@@ -456,8 +472,9 @@ class CacheProvider:
             return UNAVAILABLE
         try:
             with guard:
-                if self._pending.active:
-                    await self._areplay()
+                if self._pending.active and not await self._areplay():
+                    await self._backend.aget(full)  # as in _fetch: a probe, answered as a miss
+                    return None
                 return await self._backend.aget(full)
         except Exception as exc:
             self._failed(GET, exc)
