@@ -125,6 +125,19 @@ EXTRA_FIGURES: tuple[Figure, ...] = (
         "returns bytes no caller can use as the value.",
     ),
     Figure("closed_get_ratio_async_vs_raw_bytes", "x", "The same for `aget`."),
+    Figure(
+        "closed_get_raw_us",
+        "µs",
+        "The baseline of the closed ratios: one raw `GET` + decode over loopback, sync "
+        "and async. The ratio's denominator: the same provider cost weighs more when "
+        "the round trip is short (an idle machine) than when it is long (a busy one).",
+    ),
+    Figure(
+        "closed_get_overhead_us",
+        "µs",
+        "What the provider adds to one closed `get`/`aget` (median per-round "
+        "difference to raw+decode): breaker admission and outcome, key prefix, stats.",
+    ),
     Figure("open_aget_us", "µs", "`await CacheProvider.aget` while open."),
     Figure(
         "guarded_reject_us",
@@ -313,10 +326,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "## Method",
         "",
         "- **Interleaved rounds.** Each comparison times every contestant in short "
-        "batches of back-to-back calls, one contestant after another in an order that "
-        "rotates every round, for many rounds. A ratio is the median of the per-round "
-        "ratios; a time is the median of the per-round means. Drift on the machine hits "
-        "all contestants of a round alike and cancels out of the ratio.",
+        "batches of back-to-back calls, one contestant after another in an order "
+        "shuffled afresh every round (seeded), for many rounds. A ratio is the median "
+        "of the per-round ratios; a time is the median of the per-round means. Drift on "
+        "the machine hits all contestants of a round alike and cancels out of the ratio.",
         "- **Like with like.** The closed-circuit ratios use the provider's own redis-py "
         "client (same pool, same server, same full key) and the provider's own "
         "deserialiser on the raw bytes, because `get` returns the decoded value. The "

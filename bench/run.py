@@ -118,6 +118,14 @@ def _cache_figures(
         "closed_get_ratio_async_vs_raw_bytes": _r(
             cache.closed_async.per_call_us["provider"] / cache.closed_async.per_call_us["raw bytes"]
         ),
+        "closed_get_raw_us": {
+            "sync": _r(cache.closed_sync.per_call_us["raw+decode"], 2),
+            "async": _r(cache.closed_async.per_call_us["raw+decode"], 2),
+        },
+        "closed_get_overhead_us": {
+            "sync": _r(cache.closed_sync.difference("provider", "raw+decode"), 3),
+            "async": _r(cache.closed_async.difference("provider", "raw+decode"), 3),
+        },
         "open_aget_us": _r(cache.open_async.per_call_us["provider.aget"]),
         "guarded_reject_us": _r(cache.open_sync.per_call_us["breaker_guarded"]),
     }

@@ -69,6 +69,12 @@ class Comparison:
             a / b for a, b in zip(self.samples[name], self.samples[base], strict=True)
         )
 
+    def difference(self, name: str, base: str) -> float:
+        """Median over rounds of ``name - base`` µs per call within the same round."""
+        return statistics.median(
+            a - b for a, b in zip(self.samples[name], self.samples[base], strict=True)
+        )
+
     def detail(self) -> dict[str, Any]:
         """JSON-ready description for ``results.json``."""
         return {
