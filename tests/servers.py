@@ -229,21 +229,37 @@ def _summary(config: pytest.Config) -> str | None:
     return f"cache server: none ({resolution.reason})"
 
 
+_DRILL_KEY = pytest.StashKey[str]()
+
+
+def _drill_summary() -> str:
+    found = find_server_binary()
+    if found is None:
+        return "fault drills: no server binary on PATH (they skip)"
+    kind, path = found
+    version = LocalServer(path).version()  # `--version`: nothing is started here
+    return f"fault drills: private {kind} {version} processes ({path}), one per test"
+
+
 def pytest_report_collectionfinish(
     config: pytest.Config, start_path: Path, items: list[pytest.Item]
 ) -> list[str]:
-    """Name the server right after collection (started now, only if a test needs it)."""
-    if not any("cache_server" in getattr(item, "fixturenames", ()) for item in items):
-        return []
-    _resolution(config)
-    line = _summary(config)
-    return [line] if line else []
+    """Name the servers right after collection (started now, only if a test needs one)."""
+    used = {name for item in items for name in getattr(item, "fixturenames", ())}
+    lines: list[str] = []
+    if "cache_server" in used:
+        _resolution(config)
+        lines.append(_summary(config) or "")
+    if "private_server" in used:
+        config.stash[_DRILL_KEY] = _drill_summary()
+        lines.append(config.stash[_DRILL_KEY])
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    line = _summary(config)
-    if line:
-        terminalreporter.write_line(line)
+    for line in (_summary(config), config.stash.get(_DRILL_KEY, None)):
+        if line:
+            terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

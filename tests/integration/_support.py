@@ -28,6 +28,7 @@ def configure_cache(
     timeout_seconds: float = 0.5,
     success_threshold: int = 1,
     max_connections: int = 10,
+    socket_timeout: float = SOCKET_TIMEOUT,
     connect_timeout: float = SOCKET_TIMEOUT,
 ) -> Resilience:
     """The process-wide Resilience with a real cache at ``url`` and a fast breaker."""
@@ -39,7 +40,7 @@ def configure_cache(
                     "key_prefix": key_prefix,
                     "redis": {
                         "url": url,
-                        "socket_timeout_seconds": SOCKET_TIMEOUT,
+                        "socket_timeout_seconds": socket_timeout,
                         "connect_timeout_seconds": connect_timeout,
                         "max_connections": max_connections,
                     },
