@@ -7,8 +7,9 @@ Fixtures:
 
   1. ``TASKER_TEST_CACHE_URL`` (e.g. a Dragonfly from ``docker/docker-compose.test.yml``
      or a CI service container). Its database is FLUSHED before every test that uses
-     it: point it at a dedicated server or database. ``TASKER_TEST_CACHE_FLUSH=0``
-     turns flushing off (tests still use unique key prefixes);
+     it when it was empty at the start of the session (or ``TASKER_TEST_CACHE_FLUSH=1``);
+     a database that already held keys is never flushed (``TASKER_TEST_CACHE_FLUSH=0``
+     forces that). Tests use unique key prefixes either way;
   2. a ``dragonfly``, ``redis-server`` or ``valkey-server`` binary on PATH, started
      privately on a free 127.0.0.1 port with persistence off;
   3. Dragonfly through testcontainers, when a Docker engine answers (checked with a
@@ -33,6 +34,8 @@ instead (pytest refuses ``pytest_plugins`` in a conftest below the top level).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -54,6 +57,7 @@ __all__ = [
     "cache_url",
     "key_prefix",
     "private_server",
+    "pytest_configure",
     "pytest_report_collectionfinish",
     "pytest_terminal_summary",
     "pytest_unconfigure",
@@ -108,9 +112,13 @@ def _skip_or_fail(reason: str) -> None:
 # --- resolution ---------------------------------------------------------------------------
 
 
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
 def _server_version(url: str) -> str:
     """``"redis 7.2.4"``, ``"dragonfly 1.21.2"``, ``"valkey 8.0.1"`` as INFO reports it."""
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    client = _client(url)
     try:
         info: dict[str, Any] = client.info("server")
     finally:
@@ -121,15 +129,37 @@ def _server_version(url: str) -> str:
     return f"redis {info.get('redis_version', '(version unknown)')}"
 
 
+def _flush_policy(url: str) -> tuple[bool, str]:
+    """Whether tests may FLUSHDB the database behind ``TASKER_TEST_CACHE_URL``, and why.
+
+    ``TASKER_TEST_CACHE_FLUSH=1`` / ``0`` decide; otherwise only a database that is
+    empty when the session starts is flushed: keys already there belong to someone.
+    """
+    choice = os.environ.get(FLUSH_ENV, "").strip().lower()
+    if choice in ("1", "true", "yes"):
+        return True, f"flushed before each test ({FLUSH_ENV}=1)"
+    if choice in ("0", "false", "no"):
+        return False, f"never flushed ({FLUSH_ENV}=0)"
+    client = _client(url)
+    try:
+        keys = int(client.dbsize())
+    finally:
+        client.close()
+    if keys == 0:
+        return True, "empty at start, so flushed before each test"
+    return False, (
+        f"held {keys} keys at start, so never flushed; set {FLUSH_ENV}=1 if it is yours to wipe"
+    )
+
+
 def _from_env_url(url: str) -> _Resolution:
-    flush = os.environ.get(FLUSH_ENV, "1").strip().lower() not in ("0", "false", "no")
     try:
         version = _server_version(url)
+        flush, note = _flush_policy(url)
     except redis.RedisError as exc:
         # Asked for explicitly: an unreachable URL is an error, never a silent skip.
         reason = f"{URL_ENV}={redact_url(url)} does not answer ({type(exc).__name__})"
         return _Resolution(reason=reason, error=True)
-    note = "its database is flushed before each test" if flush else "not flushed"
     description = f"{version} at {redact_url(url)} ({URL_ENV}; {note})"
     return _Resolution(CacheServer(url, description, flush))
 
@@ -260,6 +290,23 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in (_summary(config), config.stash.get(_DRILL_KEY, None)):
         if line:
             terminalreporter.write_line(line)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Turn SIGTERM into an interrupt, so a terminated run still tears its servers down.
+
+    By default SIGTERM ends the interpreter without running fixture teardowns or
+    ``atexit`` hooks, and frozen private servers would outlive the run. Left alone if
+    someone else already handles SIGTERM.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

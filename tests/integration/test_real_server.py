@@ -47,14 +47,15 @@ class TestRealServerConformance(BackendConformance):
 
 
 @pytest.fixture
-def cache(cache_url: str, backend_name: str, key_prefix: str) -> CacheProvider:
+def cache(cache_url: str, backend_name: str, key_prefix: str) -> Iterator[CacheProvider]:
     # A generous connect timeout (also the wait for a pooled connection): these tests
     # load a healthy server and must not see the pool wait as an outage.
     res = configure_cache(cache_url, backend_name, key_prefix, connect_timeout=2.0)
     assert res.cache.backend_name == backend_name
     assert res.cache.distributed
-    # The suite-wide reset closes it after the test.
-    return res.cache
+    yield res.cache
+    # Leave nothing behind on a server that is not flushed (the reset closes it).
+    res.cache.delete_pattern("*")
 
 
 @pytest.fixture
