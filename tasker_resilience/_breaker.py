@@ -74,6 +74,7 @@ class Breaker:
         may pass its own per call site."""
         self._clock = clock
         self._storage = storage or pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        self._shared = not isinstance(self._storage, pybreaker.CircuitMemoryStorage)
         self._cb = pybreaker.CircuitBreaker(
             fail_max=config.failure_threshold,
             reset_timeout=config.timeout_seconds,
@@ -91,6 +92,7 @@ class Breaker:
         self._retry_at = 0.0
         self._opened_at: float | None = None
         self._probes_in_flight = 0
+        self._local_streak = 0  # this process's view of the failure streak (fast path only)
         self._calls = itertools.count()
         self._successes = itertools.count()
         self._failures = itertools.count()
@@ -138,7 +140,10 @@ class Breaker:
         if exc is None:
             next(self._successes)
             # Fast path: a success while closed with no failure streak changes nothing.
-            if self._state is CLOSED and self._storage.counter == 0:
+            # The streak is mirrored locally because reading storage.counter can be a
+            # network round trip (pybreaker's Redis storage); shared storage always
+            # takes the slow path so one process's success resets the shared streak.
+            if self._state is CLOSED and not self._local_streak and not self._shared:
                 return
             failed = False
         elif is_neutral(exc) or not (policy or self.failure_policy)(exc):
@@ -160,16 +165,19 @@ class Breaker:
                         self._enter(CLOSED)
             elif self._state is CLOSED and self.enabled:
                 if failed:
+                    self._local_streak += 1
                     self._storage.increment_counter()
                     if self._storage.counter >= self.config.failure_threshold:
                         self._enter(OPEN)
                 elif failed is False:
+                    self._local_streak = 0
                     self._storage.reset_counter()
 
     def _enter(self, state: StateName) -> None:
         """Move to ``state``; the caller holds ``self._lock`` (or is ``__init__``)."""
         self._generation += 1
         self._probes_in_flight = 0
+        self._local_streak = 0
         next(self._transitions)
         if state is OPEN:
             # Publish retry_at before the state: the lock-free fast path reads the
