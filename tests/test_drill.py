@@ -235,6 +235,7 @@ def test_nearest_rank_percentile(values: list[float], fraction: float, expected:
 # --- the command against real servers ----------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.drill
 @pytest.mark.usefixtures("private_server")  # proves a binary is there (skip or CI failure)
 def test_drill_json_against_a_private_server() -> None:
@@ -260,6 +261,7 @@ def test_drill_json_against_a_private_server() -> None:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+@pytest.mark.integration
 @pytest.mark.drill
 @pytest.mark.usefixtures("private_server")
 def test_drill_text_report_with_progress() -> None:
@@ -299,6 +301,7 @@ def test_observing_a_server_never_freezes_it(server: LocalServer) -> None:
     assert 0 < ttl <= 60
 
 
+@pytest.mark.integration
 @pytest.mark.drill
 def test_observing_shows_an_outage_caused_by_someone_else(server: LocalServer) -> None:
     pause = threading.Timer(0.5, server.freeze)

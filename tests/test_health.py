@@ -182,6 +182,7 @@ def test_a_reachable_server_is_healthy(private_server: LocalServer) -> None:
     assert report["circuit_breakers"]["cache"]["total_calls"] >= 1
 
 
+@pytest.mark.integration
 @pytest.mark.drill
 def test_a_failing_cache_with_a_closed_breaker_is_degraded(private_server: LocalServer) -> None:
     res = configure_for_tests(_redis(private_server.url))
@@ -193,6 +194,7 @@ def test_a_failing_cache_with_a_closed_breaker_is_degraded(private_server: Local
     assert report["status"] == "degraded"
 
 
+@pytest.mark.integration
 @pytest.mark.drill
 def test_health_makes_no_network_call_while_the_cache_circuit_is_open(
     private_server: LocalServer,
@@ -212,6 +214,7 @@ def test_health_makes_no_network_call_while_the_cache_circuit_is_open(
     assert res.cache.stats()["health_check"]["skipped_open"] >= 1
 
 
+@pytest.mark.integration
 @pytest.mark.drill
 def test_health_checks_count_against_the_breaker_and_open_it(private_server: LocalServer) -> None:
     res = configure_for_tests(_redis(private_server.url, failure_threshold=2, critical=True))

@@ -200,6 +200,7 @@ def test_without_a_resilience_each_request_reads_the_process_wide_one(
     assert b"tasker_resilience_breaker_state" in request(base, "GET", "/metrics").body
 
 
+@pytest.mark.integration
 @pytest.mark.drill
 def test_a_slow_health_check_does_not_hold_up_other_requests(
     serve: Callable[..., str], private_server: LocalServer
