@@ -361,6 +361,26 @@ class CacheProvider:
     def _fetch(self, key: str) -> Any:
         """The raw bytes under ``key``, None (absent) or UNAVAILABLE; never raises for
         backend trouble."""
+        breaker = self._breaker
+        if breaker is not None and type(key) is str and not self._pending.active:
+            # The hot path (a guarded backend, nothing to replay): the breaker's two
+            # decision points called directly. The same decisions as ``with admission``
+            # without an Admission object and the context-manager protocol, which cost
+            # about 1 us a call next to a ~35 us loopback GET.
+            generation = breaker._acquire()
+            if generation is None:
+                next(self._counts[GET]["skipped_open"])
+                return UNAVAILABLE
+            try:
+                raw = self._backend.get(self._prefix + key)
+            except BaseException as exc:
+                breaker._release(generation, exc, self._policy)
+                if not isinstance(exc, Exception):
+                    raise
+                self._failed(GET, exc)
+                return UNAVAILABLE
+            breaker._release(generation, None, self._policy)
+            return raw
         full = self._full_key(key)
         guard = self._begin(GET)
         if guard is None:
@@ -466,6 +486,23 @@ class CacheProvider:
         return True
 
     async def _afetch(self, key: str) -> Any:
+        breaker = self._breaker
+        if breaker is not None and type(key) is str and not self._pending.active:
+            # The hot path, as in _fetch.
+            generation = breaker._acquire()
+            if generation is None:
+                next(self._counts[GET]["skipped_open"])
+                return UNAVAILABLE
+            try:
+                raw = await self._backend.aget(self._prefix + key)
+            except BaseException as exc:
+                breaker._release(generation, exc, self._policy)
+                if not isinstance(exc, Exception):
+                    raise
+                self._failed(GET, exc)
+                return UNAVAILABLE
+            breaker._release(generation, None, self._policy)
+            return raw
         full = self._full_key(key)
         guard = self._begin(GET)
         if guard is None:
