@@ -128,7 +128,7 @@ def function_id(func: Callable[..., Any]) -> str:
 class KeyBuilder:
     """Builds the provider-level key (without ``key_prefix``) of one decorated function."""
 
-    __slots__ = ("_custom", "_signature", "base")
+    __slots__ = ("_custom", "_defaults", "_labels", "_required", "_signature", "base")
 
     def __init__(
         self,
@@ -145,6 +145,17 @@ class KeyBuilder:
         """``namespace:module.qualname:version:`` (for ``delete_pattern(base + "*")``)."""
         self._custom = custom
         self._signature = inspect.signature(func)
+        # For the common shape (only positional-or-keyword parameters, called
+        # positionally) the binding is a zip: ``Signature.bind`` + ``apply_defaults``
+        # cost more than the rest of a memory-cache hit. Other shapes take the slow path.
+        params = list(self._signature.parameters.values())
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        simple = all(p.kind in positional for p in params)
+        self._labels: tuple[str, ...] | None = (
+            tuple(_text("", p.name) for p in params) if simple else None
+        )
+        self._defaults = tuple(p.default for p in params)
+        self._required = sum(p.default is inspect.Parameter.empty for p in params)
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self._custom is not None:
@@ -152,6 +163,14 @@ class KeyBuilder:
             # A string from the user's key function is used as is (readable keys,
             # patterns); anything else is digested like arguments.
             return self.base + (made if isinstance(made, str) else digest(canonical(made)))
+        labels = self._labels
+        if labels is not None and not kwargs and self._required <= len(args) <= len(labels):
+            # Exactly what bind + apply_defaults yield: arguments in signature order,
+            # missing trailing ones from their defaults.
+            parts = [label + canonical(value) for label, value in zip(labels, args, strict=False)]
+            for index in range(len(args), len(labels)):
+                parts.append(labels[index] + canonical(self._defaults[index]))
+            return self.base + digest("".join(parts))
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         parts = [_text("", name) + canonical(value) for name, value in bound.arguments.items()]
