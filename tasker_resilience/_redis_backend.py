@@ -266,7 +266,9 @@ class RedisBackend:
     # --- sync -----------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        value: bytes | None = self.client.get(key)
+        # The attribute first: the property (and its lock) only until the client exists.
+        client = self._client or self.client
+        value: bytes | None = client.get(key)
         return value
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
