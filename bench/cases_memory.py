@@ -51,6 +51,7 @@ def _count(computed: Counter[str], name: str) -> Callable[[int], dict[str, Any]]
 def _sync_cases(computed: Counter[str]) -> dict[str, Case]:
     import cachetools
     from dogpile.cache import make_region
+
     from tasker_resilience._cached import cached
 
     tasker_compute = _count(computed, "tasker")
@@ -77,6 +78,7 @@ def _async_cases(computed: Counter[str]) -> dict[str, Case]:
     from aiocache import SimpleMemoryCache
     from aiocache import cached as aiocache_cached
     from cashews import Cache
+
     from tasker_resilience._cached import cached
 
     def counted(name: str) -> Callable[[int], Any]:
