@@ -16,6 +16,8 @@ from ._cached import CachedFunction, cached
 from ._config import BreakerConfig, CacheConfig, RedisConfig, Settings
 from ._errors import CircuitOpenError, ConfigurationError
 from ._guard import BreakerHandle, breaker_guarded
+from ._http import health_asgi_app, health_wsgi_app
+from ._metrics import register_metrics
 from ._policy import failure_policy
 from ._provider import CacheProvider
 from ._registry import BreakerRegistry
@@ -43,5 +45,8 @@ __all__ = [
     "current",
     "failure_policy",
     "get_breaker",
+    "health_asgi_app",
+    "health_wsgi_app",
     "register_backend",
+    "register_metrics",
 ]
