@@ -152,6 +152,10 @@ class LocalServer:
     chosen at the first start and kept across restarts).
     """
 
+    port_retry_seconds: float = _PORT_BUSY_RETRY_SECONDS
+    """How long a start on a busy port keeps retrying (a killed server's port may take
+    a moment to be released) before it gives up."""
+
     def __init__(self, binary: str | None = None, port: int | None = None) -> None:
         if binary is None:
             found = find_server_binary()
@@ -251,24 +255,37 @@ class LocalServer:
                 return self
             if self._data_dir is None:
                 self._data_dir = tempfile.TemporaryDirectory(prefix=f"tasker-{self._kind}-")
-            deadline = time.monotonic() + _PORT_BUSY_RETRY_SECONDS
+            deadline = time.monotonic() + self.port_retry_seconds
             while True:
+                self._claim_port(deadline)
                 self._spawn()
                 try:
                     self._wait_ready()
                     break
                 except ServerStartError:
-                    # Retry only a process that exited because its port was taken (a
-                    # race for a "free" port, or a killed server's port not yet released).
+                    # Retry only a process that exited because someone took the port
+                    # between the check and its bind.
                     port_taken = not self.is_running and not _port_is_free(self._port)
                     if not port_taken or time.monotonic() > deadline:
                         self._terminate()
                         raise
-                    if not self._port_pinned:
-                        self._port = _free_port()
-                    time.sleep(0.1)
             _live.add(self)
             return self
+
+    def _claim_port(self, deadline: float) -> None:
+        """Start only on a port nothing listens on: the readiness PING must reach this
+        process, not a server that already holds the port."""
+        while not _port_is_free(self._port):
+            if not self._port_pinned:
+                self._port = _free_port()
+            elif time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"port {self._port} on {_HOST} is in use by another process "
+                    f"(waited {self.port_retry_seconds:g} s)"
+                )
+            else:
+                # A killed server's port can take a moment to be released.
+                time.sleep(0.05)
 
     def _spawn(self) -> None:
         assert self._data_dir is not None
@@ -294,10 +311,11 @@ class LocalServer:
                     f"{self._port}: {self._log_tail()}"
                 )
             try:
-                if _command(self._port, _PING, timeout=0.5).startswith(b"+PONG"):
-                    return
+                answered = _command(self._port, _PING, timeout=0.5).startswith(b"+PONG")
             except OSError:
-                pass
+                answered = False
+            if answered and self._process.poll() is None:
+                return
             time.sleep(0.02)
         raise ServerStartError(
             f"{self._kind} did not answer PING on port {self._port} within "
@@ -340,10 +358,7 @@ class LocalServer:
         """Stop the process if it runs, then start it again on the same port (empty)."""
         with self._lock:
             self._terminate()
-            deadline = time.monotonic() + _PORT_BUSY_RETRY_SECONDS
-            # Restart means the same port; wait briefly for it to be released.
-            while not _port_is_free(self._port) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # Restart means the same port: start() waits briefly for it to be released.
             pinned, self._port_pinned = self._port_pinned, True
             try:
                 return self.start()
