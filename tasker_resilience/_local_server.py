@@ -224,7 +224,7 @@ class LocalServer:
             return None
         try:
             info = _command(self._port, _INFO_SERVER, timeout=2.0).decode("utf-8", "replace")
-        except OSError:
+        except (OSError, ValueError):  # no answer, or not the reply shape expected
             return None
         fields = dict(
             line.split(":", 1) for line in info.splitlines() if ":" in line and line[0] != "#"
