@@ -194,7 +194,8 @@ def _from_container() -> CacheServer:
     container = (
         DockerContainer(DRAGONFLY_IMAGE)
         .with_exposed_ports(6379)
-        .with_command("--logtostderr --dbfilename= --proactor_threads=1")
+        # The image entrypoint prepends "dragonfly --logtostderr" to flag arguments.
+        .with_command("--dbfilename= --proactor_threads=1")
     )
     container.start()
     try:
