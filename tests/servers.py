@@ -266,7 +266,7 @@ _DRILL_KEY = pytest.StashKey[str]()
 def _drill_summary() -> str:
     found = find_server_binary()
     if found is None:
-        return "fault drills: no server binary on PATH (they skip)"
+        return "fault drills: no dragonfly, redis-server or valkey-server on PATH"
     kind, path = found
     version = LocalServer(path).version()  # `--version`: nothing is started here
     return f"fault drills: private {kind} {version} processes ({path}), one per test"
