@@ -2,25 +2,41 @@
 
 Neither does I/O nor can it be "down", so the provider puts no breaker in front of
 them (``distributed = False``), and their async twins simply call the sync methods.
+
+``memory`` is an ordered dict (least recently used first) of :class:`MemoryEntry`
+plus a heap of expiry times, behind one lock: a hit is a dict lookup, one clock read
+and a ``move_to_end``. It used to be cachetools' ``TLRUCache``, whose ``get`` alone
+cost more than the rest of a ``@cached`` hit.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
-
-from cachetools import TLRUCache
 
 if TYPE_CHECKING:
     from ._config import CacheConfig
 
-__all__ = ["MemoryBackend", "NoopBackend", "glob_to_regex"]
+__all__ = ["MemoryBackend", "MemoryEntry", "NoopBackend", "glob_to_regex"]
 
-_Entry = tuple[bytes, float]  # (value, monotonic expiry time; inf = never)
+
+class MemoryEntry:
+    """One stored value. ``value`` and ``expires`` never change (a set makes a new
+    entry); ``copy`` is free for the provider to attach a faster-to-rebuild form of
+    the decoded value (see ``CacheProvider``), valid for exactly this ``value``."""
+
+    __slots__ = ("copy", "expires", "value")
+
+    def __init__(self, value: bytes, expires: float) -> None:
+        self.value: Final = value
+        self.expires: Final = expires  # monotonic time; inf = never
+        self.copy: bytes | None = None
 
 
 def _class(pattern: str, start: int) -> tuple[str, int] | None:
@@ -72,13 +88,9 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-def _expiry(_key: str, entry: _Entry, _now: float) -> float:
-    return entry[1]
-
-
 class MemoryBackend:
-    """A thread-safe, size-bounded (least recently used first) cache honouring
-    per-entry TTLs. Data lives in this process only."""
+    """A thread-safe, size-bounded cache honouring per-entry TTLs: when full, expired
+    entries go first, then the least recently used. Data lives in this process only."""
 
     distributed: bool = False
 
@@ -94,24 +106,70 @@ class MemoryBackend:
         self.name = name
         self.max_capacity: Final = max_capacity
         self._timer = timer
-        self._data: TLRUCache[str, _Entry] = TLRUCache(max_capacity, _expiry, timer)
-        # cachetools caches are not thread-safe; every access (even a get, which
-        # reorders the LRU list) takes this lock. Nothing slow runs under it.
+        self._data: OrderedDict[str, MemoryEntry] = OrderedDict()
+        # (expires, key) of every entry with a TTL, soonest first. Overwritten and
+        # deleted entries leave stale items behind: _purge checks the live entry, and
+        # _compact rebuilds the heap when stale items outnumber live ones.
+        self._expiries: list[tuple[float, str]] = []
+        # Every access (even a get, which reorders the LRU order) takes this lock;
+        # nothing slow runs under it.
         self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: CacheConfig) -> MemoryBackend:
         return cls(config.memory.max_capacity, name=config.backend)
 
-    def get(self, key: str) -> bytes | None:
+    # --- under the lock ---------------------------------------------------------------------
+
+    def _purge(self, now: float) -> None:
+        """Drop every entry expired at ``now``."""
+        expiries, data = self._expiries, self._data
+        while expiries and expiries[0][0] <= now:
+            _, key = heapq.heappop(expiries)
+            entry = data.get(key)
+            # A stale item (the key was overwritten or deleted) must not drop a live entry.
+            if entry is not None and entry.expires <= now:
+                del data[key]
+
+    def _compact(self) -> None:
+        self._expiries = [
+            (entry.expires, key) for key, entry in self._data.items() if entry.expires != math.inf
+        ]
+        heapq.heapify(self._expiries)
+
+    # --- the backend protocol ---------------------------------------------------------------
+
+    def get_entry(self, key: str) -> MemoryEntry | None:
+        """The live entry under ``key`` (marked most recently used), or None."""
         with self._lock:
             entry = self._data.get(key)
-        return None if entry is None else entry[0]
+            if entry is None:
+                return None
+            if entry.expires != math.inf and entry.expires <= self._timer():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+        return entry
+
+    def get(self, key: str) -> bytes | None:
+        entry = self.get_entry(key)
+        return None if entry is None else entry.value
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        expires = math.inf if ttl_seconds is None else self._timer() + ttl_seconds
+        now = self._timer()
+        entry = MemoryEntry(bytes(value), math.inf if ttl_seconds is None else now + ttl_seconds)
+        data = self._data
         with self._lock:
-            self._data[key] = (bytes(value), expires)
+            data[key] = entry
+            data.move_to_end(key)
+            if entry.expires != math.inf:
+                heapq.heappush(self._expiries, (entry.expires, key))
+                if len(self._expiries) > 2 * len(data) + 64:
+                    self._compact()
+            if len(data) > self.max_capacity:
+                self._purge(now)
+                while len(data) > self.max_capacity:
+                    data.popitem(last=False)
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -120,7 +178,7 @@ class MemoryBackend:
     def delete_pattern(self, pattern: str) -> int:
         matcher = glob_to_regex(pattern).fullmatch
         with self._lock:
-            self._data.expire()  # expired entries are not there to delete or count
+            self._purge(self._timer())  # expired entries are not there to delete or count
             doomed = [key for key in self._data if matcher(key)]
             for key in doomed:
                 del self._data[key]
@@ -132,10 +190,11 @@ class MemoryBackend:
     def close(self) -> None:
         with self._lock:
             self._data.clear()
+            self._expiries.clear()
 
     def __len__(self) -> int:
         with self._lock:
-            self._data.expire()
+            self._purge(self._timer())
             return len(self._data)
 
     async def aget(self, key: str) -> bytes | None:

@@ -482,6 +482,41 @@ def test_memory_backend_honours_per_entry_ttl_with_its_timer() -> None:
     assert backend.get("long") is None
 
 
+def test_memory_backend_evicts_expired_entries_before_live_ones() -> None:
+    now = [0.0]
+    backend = MemoryBackend(3, timer=lambda: now[0])
+    backend.set("short", b"1", 5)
+    backend.set("a", b"2", None)
+    backend.set("b", b"3", 100)
+    backend.get("short")  # most recently used, but expired by the next set
+    now[0] = 10.0
+    backend.set("c", b"4", None)
+    assert [backend.get(k) for k in ("short", "a", "b", "c")] == [None, b"2", b"3", b"4"]
+
+
+def test_memory_backend_overwrite_keeps_the_new_ttl() -> None:
+    now = [0.0]
+    backend = MemoryBackend(2, timer=lambda: now[0])
+    backend.set("k", b"old", 5)
+    backend.set("k", b"new", 50)  # the first expiry is now stale
+    backend.set("other", b"x", None)
+    now[0] = 10.0
+    backend.set("third", b"y", None)  # full: purges what expired at 10, then LRU
+    assert backend.get("k") is None  # evicted as least recently used, not as "expired"
+    backend.set("k", b"again", 50)
+    backend.set("k", b"again", None)  # a stale expiry for a key that now never expires
+    now[0] = 100.0
+    assert len(backend) == 2
+    assert backend.get("k") == b"again"
+
+
+def test_memory_backend_expiry_bookkeeping_stays_bounded() -> None:
+    backend = MemoryBackend(10)
+    for i in range(5000):
+        backend.set(f"k{i % 4}", b"v", 60)
+    assert len(backend._expiries) <= 2 * len(backend) + 64
+
+
 def test_memory_backend_is_thread_safe() -> None:
     backend = MemoryBackend(500)
     errors: list[BaseException] = []
