@@ -1,15 +1,9 @@
 """The outage drill: freeze a cache server under a steady load and watch the breaker work.
 
-Three targets, chosen in this order:
-
-- ``local-server``: a private ``dragonfly``/``redis-server``/``valkey-server`` started on a
-  free loopback port (``LocalServer``); the drill freezes it with SIGSTOP and thaws it
-  with SIGCONT. The real thing: real sockets, real timeouts.
-- ``in-process``: no server binary on PATH (or ``in_process=True``): the in-process
-  memory backend behind a fault injector that, while "frozen", waits the socket timeout
-  and raises ``TimeoutError``, as a hung server would. Said so in every report.
-- ``observe`` (``url=...``): the user's own server. The drill never freezes a server it
-  did not start; it runs the same load and reports what the breaker did.
+This module runs it: the options, the live progress display and the phases. Where the
+outage happens (a private server, the in-process fault injector, or a server of yours
+that is only observed) is in ``_drill_targets``; what was measured and its text report
+in ``_drill_report``.
 
 Phases with a server it controls: warm-up, hang (server frozen until the breaker opens),
 open (still frozen), thaw (server back, breaker still open until its probe time),
@@ -28,19 +22,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import pybreaker
 
-from ._redact import redact_url
+from ._drill_report import DrillReport, PhaseResult, format_report
+from ._drill_targets import IN_PROCESS, OBSERVE, DrillError, Target, check_reachable, choose_target
 
 if TYPE_CHECKING:
     from ._breaker import Breaker
-    from ._config import CacheConfig
     from ._resilience import Resilience
 
 __all__ = [
+    "IN_PROCESS",
     "DrillError",
     "DrillOptions",
     "DrillReport",
@@ -51,19 +46,8 @@ __all__ = [
     "run_drill",
 ]
 
-LOCAL_SERVER: Final = "local-server"
-IN_PROCESS: Final = "in-process"
-OBSERVE: Final = "observe"
-
-INJECTOR_BACKEND: Final = "drill-fault-injector"
-"""The backend name the in-process target registers (and health reports)."""
-
 FROZEN_PHASES: Final = ("hang", "open")
 """Phases during which the server does not answer at all."""
-
-
-class DrillError(Exception):
-    """The drill could not run (unreachable ``--url``, no way to start a server, ...)."""
 
 
 @dataclass(frozen=True)
@@ -99,62 +83,6 @@ class DrillOptions:
     def phase_limit(self) -> float:
         """How long a phase that waits for the breaker may take before the drill gives up."""
         return 4 * self.open_timeout + 20 * self.socket_timeout * self.failure_threshold + 5
-
-
-@dataclass
-class PhaseResult:
-    """What one phase measured."""
-
-    name: str
-    seconds: float = 0.0
-    operations: int = 0
-    hits: int = 0
-    misses: int = 0
-    stored: int = 0
-    """Sets the backend accepted."""
-    skipped: int = 0
-    """Answered at once without a network call (circuit open)."""
-    errors: int = 0
-    """Backend failures: each waited for a timeout (or a refused connection)."""
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    max_ms: float | None = None
-    waited_seconds: float = 0.0
-    """Sum of all operation latencies in the phase."""
-    breaker_state: str = "closed"
-    """The cache breaker's state when the phase ended."""
-    reached: bool = True
-    """False when the phase gave up waiting for the breaker."""
-
-
-@dataclass
-class DrillReport:
-    """Everything the drill measured; ``asdict`` gives the ``--json`` output."""
-
-    mode: str
-    target: str
-    settings: dict[str, Any]
-    phases: list[PhaseResult] = field(default_factory=list)
-    transitions: list[dict[str, Any]] = field(default_factory=list)
-    without_breaker: dict[str, Any] | None = None
-    stale_read_check: str = "not run"
-    invalidations_remembered: dict[str, int | bool] | None = None
-    """Deletes and sets skipped during the outage, held for replay when it ends."""
-    opened: bool = False
-    closed_again: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Did the drill show what it set out to show?"""
-        if self.mode == OBSERVE:
-            return True
-        return self.opened and self.closed_again and self.stale_read_check != "failed"
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ok"] = self.ok
-        return data
 
 
 # --- progress --------------------------------------------------------------------------
@@ -197,287 +125,6 @@ class Progress:
             self._stream.flush()
 
 
-# --- targets ---------------------------------------------------------------------------
-
-
-class _Target(Protocol):
-    mode: str
-    description: str
-
-    def cache_overrides(self) -> dict[str, Any]: ...
-    def freeze(self) -> None: ...
-    def thaw(self) -> None: ...
-    def raw_call(self, options: DrillOptions) -> tuple[float, str]: ...
-    def close(self) -> None: ...
-
-
-def _raw_client(url: str, options: DrillOptions) -> Any:
-    """A plain redis-py client with the drill's timeouts and no retries: what a service
-    without the breaker, but with sensibly short timeouts, would use."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=options.socket_timeout,
-        socket_connect_timeout=options.connect_timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
-def _timed(call: Callable[[], object]) -> tuple[float, str]:
-    """``(seconds, outcome)`` of one call: ``answered`` or the exception's type name."""
-    started = time.perf_counter()
-    try:
-        call()
-        outcome = "answered"
-    except Exception as exc:
-        outcome = type(exc).__name__
-    return time.perf_counter() - started, outcome
-
-
-class _LocalServerTarget:
-    mode = LOCAL_SERVER
-
-    def __init__(self, binary: str | None) -> None:
-        from ._local_server import LocalServer
-
-        self._server = LocalServer(binary)
-        self._server.start()
-        try:
-            version = self._server.version()
-        except Exception:
-            version = "version unknown"
-        self.description = (
-            f"{self._server.kind} {version}, a private server on 127.0.0.1:{self._server.port} "
-            "started by the drill (frozen with SIGSTOP, thawed with SIGCONT)"
-        )
-
-    def cache_overrides(self) -> dict[str, Any]:
-        return {"redis": {"url": self._server.url}}
-
-    def freeze(self) -> None:
-        self._server.freeze()
-
-    def thaw(self) -> None:
-        self._server.thaw()
-
-    def raw_call(self, options: DrillOptions) -> tuple[float, str]:
-        client = _raw_client(self._server.url, options)
-        try:
-            return _timed(lambda: client.get("tasker-drill:raw"))
-        finally:
-            client.close()
-
-    def close(self) -> None:
-        self._server.stop()
-
-
-class _InjectedBackend:
-    """The memory backend behind a switch: while frozen, every call waits the socket
-    timeout and raises ``TimeoutError``, which is what a SIGSTOPped server does to a
-    client."""
-
-    distributed = True
-
-    def __init__(self, inner: Any, delay: float, target: _InProcessTarget) -> None:
-        self.name = INJECTOR_BACKEND
-        self._inner = inner
-        self._delay = delay
-        self._target = target
-
-    def _hang(self) -> None:
-        if self._target.frozen:
-            time.sleep(self._delay)
-            raise TimeoutError(f"injected fault: no answer within {self._delay} s")
-
-    async def _ahang(self) -> None:
-        if self._target.frozen:
-            import asyncio
-
-            await asyncio.sleep(self._delay)
-            raise TimeoutError(f"injected fault: no answer within {self._delay} s")
-
-    def get(self, key: str) -> bytes | None:
-        self._hang()
-        result: bytes | None = self._inner.get(key)
-        return result
-
-    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        self._hang()
-        self._inner.set(key, value, ttl_seconds)
-
-    def delete(self, key: str) -> None:
-        self._hang()
-        self._inner.delete(key)
-
-    def delete_pattern(self, pattern: str) -> int:
-        self._hang()
-        return int(self._inner.delete_pattern(pattern))
-
-    def health_check(self) -> bool:
-        self._hang()
-        return bool(self._inner.health_check())
-
-    def close(self) -> None:
-        self._inner.close()
-
-    async def aget(self, key: str) -> bytes | None:
-        await self._ahang()
-        result: bytes | None = await self._inner.aget(key)
-        return result
-
-    async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        await self._ahang()
-        await self._inner.aset(key, value, ttl_seconds)
-
-    async def adelete(self, key: str) -> None:
-        await self._ahang()
-        await self._inner.adelete(key)
-
-    async def adelete_pattern(self, pattern: str) -> int:
-        await self._ahang()
-        return int(await self._inner.adelete_pattern(pattern))
-
-    async def ahealth_check(self) -> bool:
-        await self._ahang()
-        return bool(await self._inner.ahealth_check())
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def is_backend_failure(self, exc: BaseException) -> bool:
-        return isinstance(exc, (TimeoutError, ConnectionError)) or bool(
-            self._inner.is_backend_failure(exc)
-        )
-
-
-class _InProcessTarget:
-    mode = IN_PROCESS
-    description = (
-        "IN-PROCESS fault injector (no server binary used): the memory backend; while "
-        "'frozen' each call waits the socket timeout and raises TimeoutError"
-    )
-
-    def __init__(self, options: DrillOptions) -> None:
-        from ._backend import backend_factory, register_backend
-
-        self.frozen = False
-        self.backend: _InjectedBackend | None = None
-        memory_factory = backend_factory("memory")
-
-        def factory(config: CacheConfig) -> _InjectedBackend:
-            self.backend = _InjectedBackend(memory_factory(config), options.socket_timeout, self)
-            return self.backend
-
-        # Registered under a name of its own, so health and logs say what is behind the
-        # cache; re-registering replaces the previous drill's factory.
-        register_backend(INJECTOR_BACKEND, factory)
-
-    def cache_overrides(self) -> dict[str, Any]:
-        return {"backend": INJECTOR_BACKEND}
-
-    def freeze(self) -> None:
-        self.frozen = True
-
-    def thaw(self) -> None:
-        self.frozen = False
-
-    def raw_call(self, options: DrillOptions) -> tuple[float, str]:
-        backend = self.backend
-        assert backend is not None, "the cache is built before the outage starts"
-        return _timed(lambda: backend.get("tasker-drill:raw"))
-
-    def close(self) -> None:
-        from ._backend import unregister_backend
-
-        unregister_backend(INJECTOR_BACKEND)
-
-
-class _ObservedTarget:
-    mode = OBSERVE
-
-    def __init__(self, url: str, options: DrillOptions) -> None:
-        self._url = url
-        # Up front, with a short timeout: a typo should cost a second, not a drill.
-        self.description = (
-            f"{check_reachable(url, timeout=max(1.0, options.connect_timeout))} at "
-            f"{redact_url(url)} (observed only: the drill never freezes a server it did not "
-            "start; keys under tasker-drill:* expire after 60 s)"
-        )
-
-    def cache_overrides(self) -> dict[str, Any]:
-        return {
-            "redis": {"url": self._url},
-            "key_prefix": "tasker-drill",
-            "default_ttl_seconds": 60,
-        }
-
-    def freeze(self) -> None:
-        raise AssertionError("an observed server is never frozen")
-
-    thaw = freeze
-
-    def raw_call(self, options: DrillOptions) -> tuple[float, str]:
-        raise AssertionError("an observed server is never frozen")
-
-    def close(self) -> None:
-        return None
-
-
-def check_reachable(url: str, *, timeout: float = 1.0) -> str:
-    """PING ``url`` once with a short timeout; the server's name and version, or
-    :class:`DrillError` with a one-line reason (password redacted)."""
-    import redis
-
-    try:
-        client = _raw_client(url, DrillOptions(socket_timeout=timeout, connect_timeout=timeout))
-    except ValueError as exc:
-        raise DrillError(f"not a usable Redis URL: {redact_url(url)} ({exc})") from None
-    try:
-        client.ping()
-        info = client.info("server")
-    except redis.RedisError as exc:
-        reason = str(exc).replace(url, redact_url(url)) or type(exc).__name__
-        raise DrillError(f"cannot reach {redact_url(url)}: {reason}") from None
-    finally:
-        client.close()
-    if "dragonfly_version" in info:
-        return f"dragonfly {info['dragonfly_version']}"
-    if "valkey_version" in info:
-        return f"valkey {info['valkey_version']}"
-    return f"redis {info.get('redis_version', '(version unknown)')}"
-
-
-def _choose_target(options: DrillOptions, progress: Progress) -> _Target:
-    if options.url is not None:
-        return _ObservedTarget(options.url, options)
-    if options.in_process:
-        return _InProcessTarget(options)
-    from ._local_server import find_server_binary
-
-    if options.server_binary is None and find_server_binary() is None:
-        progress.event(
-            "no dragonfly, redis-server or valkey-server on PATH: "
-            "using the in-process fault injector"
-        )
-        return _InProcessTarget(options)
-    try:
-        return _LocalServerTarget(options.server_binary)
-    except Exception as exc:
-        if options.server_binary is not None:
-            # Asked for by name: falling back would hide the problem.
-            raise DrillError(
-                f"could not start {options.server_binary}: {type(exc).__name__}: {exc}"
-            ) from None
-        progress.event(
-            f"could not start a private server ({type(exc).__name__}: {exc}); "
-            "falling back to the in-process fault injector"
-        )
-        return _InProcessTarget(options)
-
-
 # --- running ---------------------------------------------------------------------------
 
 
@@ -510,7 +157,7 @@ def _stats_totals(stats: dict[str, dict[str, int]]) -> dict[str, int]:
 
 class _Drill:
     def __init__(
-        self, options: DrillOptions, target: _Target, res: Resilience, progress: Progress
+        self, options: DrillOptions, target: Target, res: Resilience, progress: Progress
     ) -> None:
         self.options = options
         self.target = target
@@ -608,7 +255,7 @@ class _Drill:
 
 
 @contextmanager
-def _private_resilience(options: DrillOptions, target: _Target) -> Iterator[Resilience]:
+def _private_resilience(options: DrillOptions, target: Target) -> Iterator[Resilience]:
     from ._resilience import configure
     from ._settings import deep_merge
 
@@ -644,7 +291,7 @@ def _private_resilience(options: DrillOptions, target: _Target) -> Iterator[Resi
             res.close()
 
 
-def _settings_summary(options: DrillOptions, target: _Target) -> dict[str, Any]:
+def _settings_summary(options: DrillOptions, target: Target) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "rate_ops_per_second": options.rate,
         "socket_timeout_seconds": options.socket_timeout,
@@ -665,7 +312,7 @@ def _settings_summary(options: DrillOptions, target: _Target) -> dict[str, Any]:
 
 
 def _measure_raw(
-    target: _Target, options: DrillOptions, samples: list[tuple[float, str]]
+    target: Target, options: DrillOptions, samples: list[tuple[float, str]]
 ) -> threading.Thread:
     def run() -> None:
         for _ in range(options.raw_samples):
@@ -777,7 +424,7 @@ def _run_observed(drill: _Drill, report: DrillReport) -> None:
 def run_drill(options: DrillOptions, progress: Progress | None = None) -> DrillReport:
     """Run the drill described by ``options``; raises :class:`DrillError` if it cannot."""
     progress = progress or Progress(enabled=False)
-    target = _choose_target(options, progress)
+    target = choose_target(options, progress)
     try:
         report = DrillReport(
             mode=target.mode,
@@ -796,142 +443,3 @@ def run_drill(options: DrillOptions, progress: Progress | None = None) -> DrillR
         target.close()
         progress.done()
     return report
-
-
-# --- the report ------------------------------------------------------------------------
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-_COLUMNS: Final = (
-    ("phase", "<", 9),
-    ("seconds", ">", 7),
-    ("ops", ">", 6),
-    ("hits", ">", 6),
-    ("misses", ">", 6),
-    ("stored", ">", 6),
-    ("skipped", ">", 7),
-    ("errors", ">", 6),
-    ("p50 ms", ">", 8),
-    ("p99 ms", ">", 8),
-    ("max ms", ">", 8),
-    ("breaker", "<", 9),
-)
-
-
-def _row(cells: list[str]) -> str:
-    return "  ".join(
-        f"{cell:{align}{width}}" for cell, (_, align, width) in zip(cells, _COLUMNS, strict=True)
-    ).rstrip()
-
-
-def format_report(report: DrillReport) -> str:
-    """The human-readable report: the phase table and the comparison."""
-    s = report.settings
-    lines = [
-        f"tasker-resilience drill ({report.mode}): {report.target}",
-        f"load: {s['rate_ops_per_second']:g} ops/s (80% get, 20% set), one worker; "
-        f"socket timeout {s['socket_timeout_seconds']:g}s; breaker opens after "
-        f"{s['failure_threshold']} failures, probes after {s['open_timeout_seconds']:g}s, "
-        f"closes after {s['success_threshold']} successful probes",
-        "",
-        _row([name for name, _, _ in _COLUMNS]),
-    ]
-    for phase in report.phases:
-        state = phase.breaker_state if phase.reached else f"{phase.breaker_state} (gave up)"
-        lines.append(
-            _row(
-                [
-                    phase.name,
-                    f"{phase.seconds:.2f}",
-                    str(phase.operations),
-                    str(phase.hits),
-                    str(phase.misses),
-                    str(phase.stored),
-                    str(phase.skipped),
-                    str(phase.errors),
-                    _ms(phase.p50_ms),
-                    _ms(phase.p99_ms),
-                    _ms(phase.max_ms),
-                    state,
-                ]
-            )
-        )
-    lines.append("")
-    lines.extend(_comparison_lines(report))
-    for note in report.notes:
-        lines.append(f"note: {note}")
-    lines.append(_verdict(report))
-    return "\n".join(lines)
-
-
-def _comparison_lines(report: DrillReport) -> list[str]:
-    cmp = report.without_breaker
-    if cmp is None:
-        return [
-            "no outage was staged: the drill does not freeze a server it did not start.",
-            f"breaker transitions seen: {len(report.transitions)}",
-        ]
-    timeout = report.settings["socket_timeout_seconds"]
-    lines = [
-        f"Same outage without the breaker (server frozen {cmp['frozen_seconds']:.2f}s, "
-        "phases hang + open):",
-        f"  with the breaker:    {cmp['with_breaker_waited']} of {cmp['operations']} operations "
-        f"waited for a timeout; {cmp['with_breaker_wait_seconds']:.2f}s spent waiting in all",
-        f"  without the breaker: all {cmp['without_breaker_waited']} would have waited: "
-        f"{cmp['operations']} x {timeout:g}s (configured) = "
-        f"{cmp['without_breaker_wait_seconds_configured']:.1f}s",
-    ]
-    measured = cmp["raw_client_median_seconds"]
-    samples = cmp["raw_client_samples"]
-    if measured is not None:
-        client = "plain redis-py client" if report.mode == LOCAL_SERVER else "injected fault"
-        lines.append(
-            f"                       {cmp['operations']} x {measured:.3f}s (measured: median of "
-            f"{len(samples)} calls, {client}, same timeout, no retries) = "
-            f"{cmp['without_breaker_wait_seconds_measured']:.1f}s"
-        )
-    else:
-        lines.append(
-            f"                       (the {len(samples)} measured raw calls did not time out: "
-            f"{samples})"
-        )
-    lines.append(
-        f"  one worker making one call at a time could finish at most "
-        f"{cmp['one_worker_max_ops_per_second']:g} ops/s while the server hangs "
-        f"(offered: {report.settings['rate_ops_per_second']:g} ops/s)"
-    )
-    thaw = next((phase for phase in report.phases if phase.name == "thaw"), None)
-    if thaw is not None and thaw.skipped:
-        lines.append(
-            f"cost of the breaker: {thaw.skipped} operations answered as misses in the "
-            f"{thaw.seconds:.2f}s between thaw and the next probe"
-        )
-    remembered = report.invalidations_remembered
-    if remembered is not None:
-        overflow = " (overflowed: the whole key prefix is dropped instead)" * bool(
-            remembered["overflowed"]
-        )
-        lines.append(
-            f"writes skipped while the circuit was open: {remembered['pending']} keys remembered"
-            f"{overflow}, replayed by the first probe before it read"
-        )
-    lines.append(f"stale-read check (key deleted during the outage): {report.stale_read_check}")
-    return lines
-
-
-def _verdict(report: DrillReport) -> str:
-    if report.mode == OBSERVE:
-        return "result: observed (no outage staged)"
-    if report.ok:
-        return "result: PASS: the breaker opened during the outage and closed again after it"
-    missing = []
-    if not report.opened:
-        missing.append("the breaker did not open")
-    if not report.closed_again:
-        missing.append("the breaker did not close again")
-    if report.stale_read_check == "failed":
-        missing.append("a stale value was served")
-    return f"result: FAIL: {'; '.join(missing)}"
