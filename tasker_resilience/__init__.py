@@ -10,7 +10,7 @@ def publish(message: dict) -> str: ...
 
 from __future__ import annotations
 
-from ._backend import CacheBackend, register_backend
+from ._backend import CacheBackend, InProcessAsyncMixin, register_backend
 from ._breaker import Breaker
 from ._cached import CachedFunction, cached
 from ._config import BreakerConfig, CacheConfig, RedisConfig, Settings
@@ -35,6 +35,7 @@ __all__ = [
     "CachedFunction",
     "CircuitOpenError",
     "ConfigurationError",
+    "InProcessAsyncMixin",
     "RedisConfig",
     "Resilience",
     "SerializationError",

@@ -21,6 +21,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "BackendFactory",
     "CacheBackend",
+    "InProcessAsyncMixin",
     "backend_factory",
     "known_backend_names",
     "register_backend",
@@ -45,17 +46,58 @@ class CacheBackend(Protocol):
     def health_check(self) -> bool: ...
     def close(self) -> None: ...
 
-    async def aget(self, key: str) -> bytes | None: ...
-    async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None: ...
-    async def adelete(self, key: str) -> None: ...
-    async def adelete_pattern(self, pattern: str) -> int: ...
-    async def ahealth_check(self) -> bool: ...
-    async def aclose(self) -> None: ...
+    async def aget(self: _SyncOperations, key: str) -> bytes | None: ...
+    async def aset(
+        self: _SyncOperations, key: str, value: bytes, ttl_seconds: float | None
+    ) -> None: ...
+    async def adelete(self: _SyncOperations, key: str) -> None: ...
+    async def adelete_pattern(self: _SyncOperations, pattern: str) -> int: ...
+    async def ahealth_check(self: _SyncOperations) -> bool: ...
+    async def aclose(self: _SyncOperations) -> None: ...
 
     def is_backend_failure(self, exc: BaseException) -> bool:
         """True when ``exc`` means the backend is unwell (counts against the breaker);
         False for caller mistakes, which propagate without tripping."""
         ...
+
+
+class _SyncOperations(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def delete_pattern(self, pattern: str) -> int: ...
+    def health_check(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class InProcessAsyncMixin:
+    """Async twins for a backend whose sync operations never block on I/O.
+
+    An in-process backend (a dict, cachetools, a test double) has nothing to await;
+    subclass this next to your sync methods and the ``a``-prefixed twins call them.
+    A backend that does network I/O must implement real async methods instead, or it
+    would block the event loop.
+    """
+
+    async def aget(self: _SyncOperations, key: str) -> bytes | None:
+        return self.get(key)
+
+    async def aset(
+        self: _SyncOperations, key: str, value: bytes, ttl_seconds: float | None
+    ) -> None:
+        self.set(key, value, ttl_seconds)
+
+    async def adelete(self: _SyncOperations, key: str) -> None:
+        self.delete(key)
+
+    async def adelete_pattern(self: _SyncOperations, pattern: str) -> int:
+        return self.delete_pattern(pattern)
+
+    async def ahealth_check(self: _SyncOperations) -> bool:
+        return self.health_check()
+
+    async def aclose(self: _SyncOperations) -> None:
+        self.close()
 
 
 BackendFactory = Callable[["CacheConfig"], CacheBackend]
