@@ -25,6 +25,12 @@ serves a value this process invalidated during the outage.
 
 Sync and async share every decision (``_begin``, ``_failed``, ``_finish_get`` ...);
 the twins differ only in the ``await`` on the backend call.
+
+Reads from the in-process ``memory`` backend skip JSON decoding after the first hit
+of an entry: the decoded value is kept next to the entry as a ``marshal`` image, and
+every hit rebuilds a fresh object from it (about half the cost of ``json`` decoding).
+Callers still get their own copy, equal to what the JSON decoder returns, so a
+caller mutating a result never changes what the next hit sees, as with redis.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import marshal
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -42,8 +49,8 @@ from ._breaker import CLOSED, Admission, Breaker, StateName
 from ._config import CacheConfig
 from ._invalidations import DELETE, DELETE_PATTERN, PendingInvalidations, ReplayPlan, Step
 from ._keys import escape_glob
-from ._memory_backend import NoopBackend
-from ._serializers import SerializationError, Serializer, get_serializer
+from ._memory_backend import MemoryBackend, MemoryEntry, NoopBackend
+from ._serializers import JsonSerializer, SerializationError, Serializer, get_serializer
 
 if TYPE_CHECKING:
     from ._registry import BreakerRegistry
@@ -157,6 +164,10 @@ class CacheProvider:
         # Bound once: the hit path pays one attribute read per count.
         self._get_hit = self._counts[GET]["hit"]
         self._get_miss = self._counts[GET]["miss"]
+        # The in-process memory backend hands out its entries (see _read).
+        self._get_entry: Callable[[str], MemoryEntry | None] | None = (
+            backend.get_entry if isinstance(backend, MemoryBackend) and enabled else None
+        )
 
     @classmethod
     def from_config(cls, config: CacheConfig, breakers: BreakerRegistry) -> CacheProvider:
@@ -306,18 +317,58 @@ class CacheProvider:
             return miss
         try:
             value = serializer.loads(raw)
-            if enveloped:
-                if type(value) is not list or len(value) != 1:
-                    raise SerializationError("stored value is not a @cached entry")
-                value = value[0]
         except SerializationError as exc:
-            # Foreign or corrupt data: a miss (the caller recomputes and overwrites),
-            # never an exception and never a breaker failure.
-            next(self._counts[GET]["error"])
-            self._warnings.warn("cache entry unreadable, treated as a miss: %s", exc)
-            return miss
+            return self._unreadable(exc, miss)
+        return self._hit(value, enveloped, miss)
+
+    def _hit(self, value: Any, enveloped: bool, miss: Any) -> Any:
+        """Count and return a decoded value (unwrapped from its ``@cached`` envelope)."""
+        if enveloped:
+            if type(value) is not list or len(value) != 1:
+                return self._unreadable(
+                    SerializationError("stored value is not a @cached entry"), miss
+                )
+            value = value[0]
         next(self._get_hit)
         return value
+
+    def _unreadable(self, exc: SerializationError, miss: Any) -> Any:
+        # Foreign or corrupt data: a miss (the caller recomputes and overwrites),
+        # never an exception and never a breaker failure.
+        next(self._counts[GET]["error"])
+        self._warnings.warn("cache entry unreadable, treated as a miss: %s", exc)
+        return miss
+
+    def _read(self, key: str, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
+        """The decoded value under ``key`` or ``miss``: ``get`` and ``@cached`` reads."""
+        get_entry = self._get_entry
+        if get_entry is None:
+            return self._finish_get(self._fetch(key), serializer, enveloped, miss)
+        # The memory backend: no breaker, no I/O, nothing ever pending to replay.
+        full = self._full_key(key)
+        try:
+            entry = get_entry(full)
+        except Exception as exc:
+            self._failed(GET, exc)
+            return miss
+        if entry is None:
+            next(self._get_miss)
+            return miss
+        image = entry.copy
+        if image is not None and type(serializer) is JsonSerializer:
+            return self._hit(marshal.loads(image), enveloped, miss)
+        try:
+            value = serializer.loads(entry.value)
+        except SerializationError as exc:
+            return self._unreadable(exc, miss)
+        if type(serializer) is JsonSerializer:
+            # Decoded JSON holds only dict, list, str, int, float, bool, None and bytes,
+            # which marshal rebuilds exactly (order, -0.0, nan, big ints, lone
+            # surrogates), as new objects on every load. Any JsonSerializer decodes
+            # alike, so the image serves them all; never other serializers.
+            with contextlib.suppress(ValueError):  # deeper than marshal nests: no image
+                entry.copy = marshal.dumps(value)
+        return self._hit(value, enveloped, miss)
 
     def _replayed(self, plan: ReplayPlan) -> None:
         self._pending.done(plan)
@@ -426,7 +477,7 @@ class CacheProvider:
 
     def get(self, key: str) -> Any:
         """The value under ``key``, or None: absent, circuit open, or backend failing."""
-        return self._finish_get(self._fetch(key), self._serializer, False, None)
+        return self._read(key, self._serializer, False, None)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` for ``ttl`` seconds (``default_ttl_seconds`` when None).
@@ -544,9 +595,14 @@ class CacheProvider:
         undo = Step(DELETE, full) if remember else None
         await self._awrite(SET, undo, lambda: backend.aset(full, data, seconds), None)
 
+    async def _aread(self, key: str, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
+        if self._get_entry is not None:
+            return self._read(key, serializer, enveloped, miss)  # in-process: nothing to await
+        return self._finish_get(await self._afetch(key), serializer, enveloped, miss)
+
     async def aget(self, key: str) -> Any:
         """Async :meth:`get`."""
-        return self._finish_get(await self._afetch(key), self._serializer, False, None)
+        return await self._aread(key, self._serializer, False, None)
 
     async def aset(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Async :meth:`set`."""

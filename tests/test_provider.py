@@ -595,6 +595,61 @@ def test_memory_backend_has_no_breaker(clock: ManualClock) -> None:
     assert cache.get("a") == [1, None]
 
 
+TRICKY_JSON: Any = {
+    "floats": [-0.0, 1e308, float("inf"), 0.1],
+    "big": 10**40,
+    "nested": {"b": [True, False, None, {"z": 1, "a": 2}]},
+    "bytes": b"\x00\xff",
+    "text": "\u00e9\u4e2d\U0001f600",
+}
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+async def test_memory_hits_are_fresh_copies_equal_to_a_decode(
+    clock: ManualClock, serializer: str
+) -> None:
+    res = configure_for_tests(
+        {"common": {"cache": {"backend": "memory", "serializer": serializer}}}, clock=clock
+    )
+    cache = res.cache
+    cache.set("k", TRICKY_JSON)
+    decoded = cache.serializer.loads(cache.backend.get("tasker-test:k") or b"")
+    first, second, third = cache.get("k"), cache.get("k"), await cache.aget("k")
+    for hit in (first, second, third):
+        assert repr(hit) == repr(decoded)  # repr: -0.0 and key order count too
+    assert list(second["nested"]["b"][3]) == ["z", "a"]
+    # Every hit is its own object: a caller mutating one never changes the next.
+    assert first is not second
+    assert first["nested"] is not second["nested"]
+    first["nested"]["b"].append("mutated")
+    second["text"] = "mutated"
+    assert repr(cache.get("k")) == repr(decoded)
+    assert cache.stats()["get"]["hit"] == 4
+
+
+def test_memory_hits_after_overwrite_and_delete_see_the_new_state(clock: ManualClock) -> None:
+    res = configure_for_tests({"common": {"cache": {"backend": "memory"}}}, clock=clock)
+    cache = res.cache
+    cache.set("k", [1])
+    assert cache.get("k") == cache.get("k") == [1]
+    cache.set("k", {"two": 2})
+    assert cache.get("k") == cache.get("k") == {"two": 2}
+    cache.delete("k")
+    assert cache.get("k") is None
+    assert cache.stats()["get"] == {"hit": 4, "miss": 1, "error": 0, "skipped_open": 0}
+
+
+def test_memory_unreadable_entry_is_a_miss(clock: ManualClock) -> None:
+    res = configure_for_tests({"common": {"cache": {"backend": "memory"}}}, clock=clock)
+    cache = res.cache
+    cache.backend.set("tasker-test:k", b"not ours", None)
+    assert cache.get("k") is None
+    assert cache.get("k") is None
+    assert cache.stats()["get"]["error"] == 2
+    with pytest.raises(TypeError):
+        cache.get(1)  # type: ignore[arg-type]
+
+
 def test_from_config_without_configure() -> None:
     breakers = BreakerRegistry(BreakersConfig())
     cache = CacheProvider.from_config(CacheConfig(backend="noop"), breakers)
