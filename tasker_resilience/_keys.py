@@ -125,10 +125,34 @@ def function_id(func: Callable[..., Any]) -> str:
     return f"{module}.{qualname}"
 
 
-class KeyBuilder:
-    """Builds the provider-level key (without ``key_prefix``) of one decorated function."""
+_MEMO_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, bytes, type(None)})
+"""Argument types a key may be remembered for: within one of these exact types,
+equal values have equal canonical texts (unlike float: ``0.0 == -0.0``), and their
+hashes never raise or run user code. The memo is keyed by the types too, since
+``1 == 1.0 == True``."""
+MEMO_SIZE: Final = 1024
+"""Remembered keys per decorated function; the memo starts over when full."""
+_MEMO_MAX_TEXT: Final = 256
+"""Longer str/bytes arguments are not remembered (the memo would keep them alive)."""
 
-    __slots__ = ("_custom", "_defaults", "_labels", "_required", "_signature", "base")
+
+class KeyBuilder:
+    """Builds the provider-level key (without ``key_prefix``) of one decorated function.
+
+    Keys of positional calls with small str/int/bool/bytes/None arguments are
+    remembered: building one (canonical text plus BLAKE2b) costs more than the rest
+    of a memory-cache hit, and the same arguments come back on every hit.
+    """
+
+    __slots__ = (
+        "_custom",
+        "_defaults",
+        "_labels",
+        "_memo",
+        "_required",
+        "_signature",
+        "base",
+    )
 
     def __init__(
         self,
@@ -156,8 +180,38 @@ class KeyBuilder:
         )
         self._defaults = tuple(p.default for p in params)
         self._required = sum(p.default is inspect.Parameter.empty for p in params)
+        # A key function may read more than its arguments, and a mutable default may
+        # change between calls: then every call builds its key.
+        memoisable = custom is None and all(
+            p.default is inspect.Parameter.empty or type(p.default) in _MEMO_TYPES for p in params
+        )
+        self._memo: dict[tuple[Any, Any], str] | None = {} if memoisable else None
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        memo = self._memo
+        if memo is None or kwargs:
+            return self._build(args, kwargs)
+        # (types, values): never a user __hash__ or __eq__, as only _MEMO_TYPES get in.
+        if len(args) == 1:
+            arg = args[0]
+            slot: tuple[Any, Any] = (type(arg), arg)
+            known = slot[0] in _MEMO_TYPES
+        else:
+            types = tuple(map(type, args))
+            slot = (types, args)
+            known = _MEMO_TYPES.issuperset(types)
+        if not known:
+            return self._build(args, kwargs)
+        key = memo.get(slot)
+        if key is None:
+            key = self._build(args, kwargs)
+            if all(type(arg) not in (str, bytes) or len(arg) <= _MEMO_MAX_TEXT for arg in args):
+                if len(memo) >= MEMO_SIZE:
+                    memo.clear()
+                memo[slot] = key
+        return key
+
+    def _build(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self._custom is not None:
             made = self._custom(*args, **kwargs)
             # A string from the user's key function is used as is (readable keys,

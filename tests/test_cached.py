@@ -154,6 +154,50 @@ def test_argument_shapes_do_not_collide(res: Resilience) -> None:
     assert len(set(keys)) == len(shapes)
 
 
+def test_remembered_keys_keep_equal_values_of_other_types_apart(res: Resilience) -> None:
+    @tr.cached()
+    def f(*args: Any) -> Any:
+        return counted("f", [repr(a) for a in args])
+
+    # Equal (1 == 1.0 == True, 0.0 == -0.0) but distinct arguments, each called twice
+    # so the second round reads remembered keys.
+    shapes: list[tuple[Any, ...]] = [(1,), (True,), (1.0,), ("1",), (b"1",), (0.0,), (-0.0,)]
+    shapes += [(1, 2), (True, 2), (1, 2.0), (), (None,), (0,), (False,)]
+    for _ in range(2):
+        for shape in shapes:
+            assert f(*shape) == [repr(a) for a in shape]
+    assert CALLS["f"] == len(shapes)
+    assert len({f.cache_key(*shape) for shape in shapes}) == len(shapes)
+
+
+def test_a_mutable_default_is_read_on_every_call(res: Resilience) -> None:
+    options: list[str] = []
+
+    @tr.cached()
+    def f(x: int, flags: list[str] = options) -> str:
+        return counted("f", f"{x}{flags}")  # type: ignore[no-any-return]
+
+    assert f(1) == "1[]"
+    options.append("new")
+    assert f(1) == "1['new']"
+    assert CALLS["f"] == 2
+
+
+def test_remembered_keys_stay_bounded(res: Resilience) -> None:
+    from tasker_resilience._keys import MEMO_SIZE, KeyBuilder
+
+    def g(x: Any) -> None:
+        return None
+
+    builder = KeyBuilder(g, namespace="n", version="1")
+    keys = {builder((i,), {}) for i in range(MEMO_SIZE * 3)}
+    assert len(keys) == MEMO_SIZE * 3
+    assert builder._memo is not None
+    assert 0 < len(builder._memo) <= MEMO_SIZE
+    assert builder(("x" * 1000,), {}) == builder(("x" * 1000,), {})
+    assert "x" * 1000 not in {slot[1] for slot in builder._memo}
+
+
 def test_functions_do_not_share_keys(res: Resilience) -> None:
     @tr.cached()
     def one(x: int) -> str:
