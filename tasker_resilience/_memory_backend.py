@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryBackend", "MemoryEntry", "NoopBackend", "glob_to_regex"]
 
+_NEVER: Final = math.inf  # a global read on the hit path, not math's attribute
+
 
 class MemoryEntry:
     """One stored value. ``value`` and ``expires`` never change (a set makes a new
@@ -141,14 +143,16 @@ class MemoryBackend:
 
     def get_entry(self, key: str) -> MemoryEntry | None:
         """The live entry under ``key`` (marked most recently used), or None."""
+        data = self._data
         with self._lock:
-            entry = self._data.get(key)
+            entry = data.get(key)
             if entry is None:
                 return None
-            if entry.expires != math.inf and entry.expires <= self._timer():
-                del self._data[key]
+            expires = entry.expires
+            if expires != _NEVER and expires <= self._timer():
+                del data[key]
                 return None
-            self._data.move_to_end(key)
+            data.move_to_end(key)
         return entry
 
     def get(self, key: str) -> bytes | None:

@@ -345,7 +345,7 @@ class CacheProvider:
         if get_entry is None:
             return self._finish_get(self._fetch(key), serializer, enveloped, miss)
         # The memory backend: no breaker, no I/O, nothing ever pending to replay.
-        full = self._full_key(key)
+        full = self._prefix + key if type(key) is str else self._full_key(key)
         try:
             entry = get_entry(full)
         except Exception as exc:
@@ -356,7 +356,13 @@ class CacheProvider:
             return miss
         image = entry.copy
         if image is not None and type(serializer) is JsonSerializer:
-            return self._hit(marshal.loads(image), enveloped, miss)
+            value = marshal.loads(image)
+            if enveloped:
+                if type(value) is not list or len(value) != 1:
+                    return self._hit(value, enveloped, miss)  # counted and logged there
+                value = value[0]
+            next(self._get_hit)
+            return value
         try:
             value = serializer.loads(entry.value)
         except SerializationError as exc:

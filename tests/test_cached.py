@@ -319,6 +319,20 @@ def test_falsy_and_binary_results_are_hits(res: Resilience, value: Any) -> None:
     assert CALLS["f"] == 1
 
 
+def test_a_plain_entry_under_a_cached_key_is_a_miss(res: Resilience) -> None:
+    @tr.cached()
+    def f(x: int) -> list[int]:
+        return counted("f", [x])  # type: ignore[no-any-return]
+
+    key = f.cache_key(1).removeprefix("tasker-test:")
+    res.cache.set(key, [1, 2])  # not a one-item envelope
+    assert res.cache.get(key) == res.cache.get(key) == [1, 2]  # read (and kept decoded)
+    assert f(1) == [1]
+    assert f(1) == [1]
+    assert CALLS["f"] == 1  # the unreadable entry was overwritten by the computed one
+    assert res.cache.stats()["get"]["error"] == 1
+
+
 def test_condition_decides_what_is_stored(res: Resilience) -> None:
     @tr.cached(condition=lambda result: result is not None)
     def find(x: int) -> int | None:
