@@ -6,7 +6,8 @@ computation counter proves each one really hits: a figure measured on misses is
 thrown away with an error instead of being reported.
 
 What differs by design: ``@tr.cached`` stores bytes (JSON by default, the format
-shared with the redis backend) and decodes a fresh object on every hit; cachetools,
+shared with the redis backend) and hands out a fresh object on every hit (rebuilt
+from a ``marshal`` image of the decoded value); cachetools,
 dogpile.cache's memory backend, aiocache's ``SimpleMemoryCache`` and cashews'
 ``mem://`` keep the Python object itself and hand out the same instance.
 """
