@@ -397,6 +397,19 @@ class CacheProvider:
             raise TypeError(f"cache key patterns are strings, not {type(pattern).__name__}")
         return self._pattern_prefix + pattern
 
+    def _get_skipped(self) -> Any:
+        next(self._counts[GET]["skipped_open"])
+        return UNAVAILABLE
+
+    def _get_raised(self, breaker: Breaker, generation: int, exc: BaseException) -> Any:
+        """A hot-path read raised: record it on the breaker, then a miss (or re-raise
+        what is not an ``Exception``: cancellation, KeyboardInterrupt)."""
+        breaker._release(generation, exc, self._policy)
+        if not isinstance(exc, Exception):
+            raise exc
+        self._failed(GET, exc)
+        return UNAVAILABLE
+
     # --- sync -------------------------------------------------------------------------------
 
     def _replay(self) -> bool:
@@ -426,16 +439,11 @@ class CacheProvider:
             # about 1 us a call next to a ~35 us loopback GET.
             generation = breaker._acquire()
             if generation is None:
-                next(self._counts[GET]["skipped_open"])
-                return UNAVAILABLE
+                return self._get_skipped()
             try:
                 raw = self._backend.get(self._prefix + key)
             except BaseException as exc:
-                breaker._release(generation, exc, self._policy)
-                if not isinstance(exc, Exception):
-                    raise
-                self._failed(GET, exc)
-                return UNAVAILABLE
+                return self._get_raised(breaker, generation, exc)
             breaker._release(generation, None, self._policy)
             return raw
         full = self._full_key(key)
@@ -548,16 +556,11 @@ class CacheProvider:
             # The hot path, as in _fetch.
             generation = breaker._acquire()
             if generation is None:
-                next(self._counts[GET]["skipped_open"])
-                return UNAVAILABLE
+                return self._get_skipped()
             try:
                 raw = await self._backend.aget(self._prefix + key)
             except BaseException as exc:
-                breaker._release(generation, exc, self._policy)
-                if not isinstance(exc, Exception):
-                    raise
-                self._failed(GET, exc)
-                return UNAVAILABLE
+                return self._get_raised(breaker, generation, exc)
             breaker._release(generation, None, self._policy)
             return raw
         full = self._full_key(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -186,6 +187,25 @@ def test_trips_at_exactly_failure_threshold(cache: CacheProvider, backend: Count
     cache.delete("a")
     assert state(cache) == "open"
     assert len(backend.calls) == 3
+
+
+@pytest.mark.parametrize("interruption", [asyncio.CancelledError(), KeyboardInterrupt()])
+async def test_an_interrupted_read_propagates_and_never_counts(
+    cache: CacheProvider, backend: CountingBackend, interruption: BaseException
+) -> None:
+    backend.failing = interruption
+    for _ in range(5):  # more than failure_threshold, each way
+        with pytest.raises(type(interruption)):
+            cache.get("k")
+        with pytest.raises(type(interruption)):
+            await cache.aget("k")
+    assert state(cache) == "closed"
+    assert cache.breaker is not None
+    assert cache.breaker.metrics()["failed_calls"] == 0
+    assert cache.stats()["get"]["error"] == 0
+    backend.failing = None
+    cache.set("k", 1)
+    assert await cache.aget("k") == 1
 
 
 def test_a_success_resets_the_failure_streak(
