@@ -1,12 +1,14 @@
 """In-process backends: ``memory`` (a bounded TTL cache) and ``noop`` (stores nothing).
 
 Neither does I/O nor can it be "down", so the provider puts no breaker in front of
-them (``distributed = False``), and their async twins simply call the sync methods.
+them (``distributed = False``), and their async twins (``InProcessAsyncMixin``) simply
+call the sync methods.
 
-``memory`` is an ordered dict (least recently used first) of :class:`MemoryEntry`
-plus a heap of expiry times, behind one lock: a hit is a dict lookup, one clock read
-and a ``move_to_end``. It used to be cachetools' ``TLRUCache``, whose ``get`` alone
-cost more than the rest of a ``@cached`` hit.
+``memory`` is a cachetools ``LRUCache`` (the capacity bound and least-recently-used
+eviction) of :class:`MemoryEntry`, each carrying its own expiry, plus a heap of expiry
+times, behind one lock: a hit is one ``LRUCache`` lookup and one clock read. (It used
+to be cachetools' ``TLRUCache``, whose ``get`` alone cost more than the rest of a
+``@cached`` hit; keeping the per-entry TTL ourselves keeps the hit cheap.)
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
+
+from cachetools import Cache, LRUCache
+
+from ._backend import InProcessAsyncMixin
 
 if TYPE_CHECKING:
     from ._config import CacheConfig
@@ -90,7 +95,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-class MemoryBackend:
+class MemoryBackend(InProcessAsyncMixin):
     """A thread-safe, size-bounded cache honouring per-entry TTLs: when full, expired
     entries go first, then the least recently used. Data lives in this process only."""
 
@@ -108,7 +113,7 @@ class MemoryBackend:
         self.name = name
         self.max_capacity: Final = max_capacity
         self._timer = timer
-        self._data: OrderedDict[str, MemoryEntry] = OrderedDict()
+        self._data: LRUCache[str, MemoryEntry] = LRUCache(maxsize=max_capacity)
         # (expires, key) of every entry with a TTL, soonest first. Overwritten and
         # deleted entries leave stale items behind: _purge checks the live entry, and
         # _compact rebuilds the heap when stale items outnumber live ones.
@@ -128,14 +133,18 @@ class MemoryBackend:
         expiries, data = self._expiries, self._data
         while expiries and expiries[0][0] <= now:
             _, key = heapq.heappop(expiries)
-            entry = data.get(key)
+            # Cache.__getitem__ reads without LRUCache's "recently used" update: a
+            # purge must not reorder what it keeps.
+            entry = Cache.__getitem__(data, key) if key in data else None
             # A stale item (the key was overwritten or deleted) must not drop a live entry.
             if entry is not None and entry.expires <= now:
                 del data[key]
 
     def _compact(self) -> None:
+        data = self._data
+        entries = ((key, Cache.__getitem__(data, key)) for key in data)  # no reordering
         self._expiries = [
-            (entry.expires, key) for key, entry in self._data.items() if entry.expires != math.inf
+            (entry.expires, key) for key, entry in entries if entry.expires != math.inf
         ]
         heapq.heapify(self._expiries)
 
@@ -145,14 +154,14 @@ class MemoryBackend:
         """The live entry under ``key`` (marked most recently used), or None."""
         data = self._data
         with self._lock:
-            entry = data.get(key)
-            if entry is None:
+            try:
+                entry = data[key]  # marks it most recently used
+            except KeyError:
                 return None
             expires = entry.expires
             if expires != _NEVER and expires <= self._timer():
                 del data[key]
                 return None
-            data.move_to_end(key)
         return entry
 
     def get(self, key: str) -> bytes | None:
@@ -164,16 +173,15 @@ class MemoryBackend:
         entry = MemoryEntry(bytes(value), math.inf if ttl_seconds is None else now + ttl_seconds)
         data = self._data
         with self._lock:
+            if len(data) >= self.max_capacity and key not in data:
+                # Full: expired entries go first; LRUCache then evicts the least
+                # recently used live entry if there is still no room.
+                self._purge(now)
             data[key] = entry
-            data.move_to_end(key)
             if entry.expires != math.inf:
                 heapq.heappush(self._expiries, (entry.expires, key))
                 if len(self._expiries) > 2 * len(data) + 64:
                     self._compact()
-            if len(data) > self.max_capacity:
-                self._purge(now)
-                while len(data) > self.max_capacity:
-                    data.popitem(last=False)
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -201,24 +209,6 @@ class MemoryBackend:
             self._purge(self._timer())
             return len(self._data)
 
-    async def aget(self, key: str) -> bytes | None:
-        return self.get(key)
-
-    async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        self.set(key, value, ttl_seconds)
-
-    async def adelete(self, key: str) -> None:
-        self.delete(key)
-
-    async def adelete_pattern(self, pattern: str) -> int:
-        return self.delete_pattern(pattern)
-
-    async def ahealth_check(self) -> bool:
-        return True
-
-    async def aclose(self) -> None:
-        self.close()
-
     def is_backend_failure(self, exc: BaseException) -> bool:
         return False  # nothing here can be "down"; any exception is a bug to see
 
@@ -226,7 +216,7 @@ class MemoryBackend:
         return f"<MemoryBackend {self.name!r} max_capacity={self.max_capacity}>"
 
 
-class NoopBackend:
+class NoopBackend(InProcessAsyncMixin):
     """Stores nothing: every get is a miss. For ``backend = "noop"`` and a disabled cache."""
 
     distributed: bool = False
@@ -254,24 +244,6 @@ class NoopBackend:
         return True
 
     def close(self) -> None:
-        return None
-
-    async def aget(self, key: str) -> bytes | None:
-        return None
-
-    async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        return None
-
-    async def adelete(self, key: str) -> None:
-        return None
-
-    async def adelete_pattern(self, pattern: str) -> int:
-        return 0
-
-    async def ahealth_check(self) -> bool:
-        return True
-
-    async def aclose(self) -> None:
         return None
 
     def is_backend_failure(self, exc: BaseException) -> bool:

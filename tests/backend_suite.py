@@ -32,6 +32,7 @@ import pytest
 import redis
 
 from tasker_resilience import CacheBackend
+from tasker_resilience._backend import InProcessAsyncMixin
 from tasker_resilience._memory_backend import MemoryBackend
 
 __all__ = [
@@ -318,7 +319,7 @@ class Outage(ConnectionError):
     """What the counting backend raises while "down"."""
 
 
-class CountingBackend:
+class CountingBackend(InProcessAsyncMixin):
     """A distributed-looking backend over an in-memory store that records every call
     and can be switched to fail like an unreachable server."""
 
@@ -355,24 +356,6 @@ class CountingBackend:
         return self._call("health_check")  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        pass
-
-    async def aget(self, key: str) -> bytes | None:
-        return self.get(key)
-
-    async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        self.set(key, value, ttl_seconds)
-
-    async def adelete(self, key: str) -> None:
-        self.delete(key)
-
-    async def adelete_pattern(self, pattern: str) -> int:
-        return self.delete_pattern(pattern)
-
-    async def ahealth_check(self) -> bool:
-        return self.health_check()
-
-    async def aclose(self) -> None:
         pass
 
     def is_backend_failure(self, exc: BaseException) -> bool:

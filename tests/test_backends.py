@@ -108,7 +108,7 @@ class TestRealRedisBackend(BackendConformance):
             db3.close()
 
 
-class DictBackend:
+class DictBackend(tr.InProcessAsyncMixin):
     """A user's own backend: a plain dict, registered with ``register_backend``."""
 
     distributed = True
@@ -145,24 +145,6 @@ class DictBackend:
         return True
 
     def close(self) -> None:
-        pass
-
-    async def aget(self, key: str) -> bytes | None:
-        return self.get(key)
-
-    async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        self.set(key, value, ttl_seconds)
-
-    async def adelete(self, key: str) -> None:
-        self.delete(key)
-
-    async def adelete_pattern(self, pattern: str) -> int:
-        return self.delete_pattern(pattern)
-
-    async def ahealth_check(self) -> bool:
-        return True
-
-    async def aclose(self) -> None:
         pass
 
     def is_backend_failure(self, exc: BaseException) -> bool:
