@@ -109,12 +109,12 @@ class JsonSerializer:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return _BYTES_TAG + bytes(value)
         try:
-            text = _ENCODER.encode(value)
+            data = _ENCODER.encode(value).encode("utf-8")
         except SerializationError:
             raise
-        except (TypeError, ValueError) as exc:  # circular reference, bad dict key type
+        except (TypeError, ValueError) as exc:
+            # circular reference, bad dict key type, a lone surrogate UTF-8 cannot hold
             raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
-        data = text.encode("utf-8")
         # Only values that hold our tag string pay for this walk (nested bytes do).
         if _BYTES_KEY_JSON in data and _reserved_key_used(value):
             raise SerializationError(

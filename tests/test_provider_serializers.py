@@ -77,6 +77,12 @@ def test_json_rejects_circular_values() -> None:
         JSON.dumps(loop)
 
 
+def test_json_rejects_lone_surrogates_as_a_serialization_error() -> None:
+    # "\ud800" is a valid Python str that UTF-8 cannot encode: a caller mistake.
+    with pytest.raises(SerializationError, match="cannot be stored as JSON"):
+        JSON.dumps({"name": "\ud800"})
+
+
 def test_the_bytes_tag_cannot_be_forged_by_user_data() -> None:
     with pytest.raises(SerializationError, match="reserved"):
         JSON.dumps({BYTES_KEY: "aGk="})
