@@ -26,7 +26,16 @@ from ._errors import CircuitOpenError
 from ._logging import BREAKER_LOGGER, TransitionLogger, log_rejected
 from ._policy import FailurePolicy, count_all_exceptions, is_neutral
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Admission", "Breaker", "Clock", "StateName"]
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "Admission",
+    "Breaker",
+    "Clock",
+    "StateName",
+    "counter_value",
+]
 
 StateName = Literal["closed", "open", "half-open"]
 CLOSED: Final = "closed"
@@ -39,7 +48,8 @@ T = TypeVar("T")
 _DEBUG = logging.DEBUG
 
 
-def _counter_value(counter: itertools.count[int]) -> int:
+def counter_value(counter: itertools.count[int]) -> int:
+    """The current value of an ``itertools.count`` used as a lock-free counter."""
     # itertools.count is the cheapest thread-safe counter in CPython (next() is one
     # C call under the GIL); its current value is only exposed through __reduce__.
     value = counter.__reduce__()[1][0]  # (cls, (current,)) for integer counts
@@ -261,11 +271,11 @@ class Breaker:
             "state": self.state,
             "failure_count": self._storage.counter,
             "success_count": self._storage.success_counter,
-            "total_calls": _counter_value(self._calls),
-            "successful_calls": _counter_value(self._successes),
-            "failed_calls": _counter_value(self._failures),
-            "rejected_calls": _counter_value(self._rejected),
-            "transitions": _counter_value(self._transitions),
+            "total_calls": counter_value(self._calls),
+            "successful_calls": counter_value(self._successes),
+            "failed_calls": counter_value(self._failures),
+            "rejected_calls": counter_value(self._rejected),
+            "transitions": counter_value(self._transitions),
             "opened_at": (
                 None
                 if opened_at is None

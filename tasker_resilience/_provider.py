@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._backend import CacheBackend, backend_factory
-from ._breaker import CLOSED, Admission, Breaker, StateName
+from ._breaker import CLOSED, Admission, Breaker, StateName, counter_value
 from ._config import CacheConfig
 from ._invalidations import DELETE, DELETE_PATTERN, PendingInvalidations, ReplayPlan, Step
 from ._keys import escape_glob
@@ -89,11 +89,6 @@ class _Unavailable:
 UNAVAILABLE: Final[Any] = _Unavailable()
 # A provider without a breaker runs every call under this do-nothing context.
 _UNGUARDED: Final = contextlib.nullcontext()
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    # itertools.count: a lock-free, thread-safe counter; repr is "count(N)".
-    return int(repr(counter)[6:-1])
 
 
 def _default_backend_failure(exc: BaseException) -> bool:
@@ -256,7 +251,7 @@ class CacheProvider:
     def stats(self) -> dict[str, dict[str, int]]:
         """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open."""
         return {
-            op: {outcome: _count_value(c) for outcome, c in outcomes.items()}
+            op: {outcome: counter_value(c) for outcome, c in outcomes.items()}
             for op, outcomes in self._counts.items()
         }
 
