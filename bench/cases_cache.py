@@ -30,7 +30,7 @@ from .timing import Case, Comparison, acompare, compare, run_batch
 
 if TYPE_CHECKING:
     from tasker_resilience import Resilience
-    from tasker_resilience._provider import CacheProvider
+    from tasker_resilience._cache.provider import CacheProvider
 
 __all__ = ["CacheResults", "Freezable", "cache_overrides", "measure_cache"]
 
@@ -282,7 +282,7 @@ def measure_cache(
 ) -> CacheResults:
     """Every provider measurement on one provider, one pool, one event loop."""
     import tasker_resilience as tr
-    from tasker_resilience._serializers import get_serializer
+    from tasker_resilience._cache.serializers import get_serializer
 
     res = tr.configure(env="test", overrides=cache_overrides(url), root=root, install=False)
     provider = res.cache

@@ -53,7 +53,7 @@ def _sync_cases(computed: Counter[str]) -> dict[str, Case]:
     import cachetools
     from dogpile.cache import make_region
 
-    from tasker_resilience._cached import cached
+    from tasker_resilience._cache.cached import cached
 
     tasker_compute = _count(computed, "tasker")
 
@@ -80,7 +80,7 @@ def _async_cases(computed: Counter[str]) -> dict[str, Case]:
     from aiocache import cached as aiocache_cached
     from cashews import Cache
 
-    from tasker_resilience._cached import cached
+    from tasker_resilience._cache.cached import cached
 
     def counted(name: str) -> Callable[[int], Any]:
         compute = _count(computed, name)

@@ -29,7 +29,7 @@ from bench.report import (  # noqa: E402
     render_markdown,
     render_table,
 )
-from tasker_resilience._local_server import LocalServer  # noqa: E402
+from tasker_resilience._operations.drill.local_server import LocalServer  # noqa: E402
 
 T = TypeVar("T")
 

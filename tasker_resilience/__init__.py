@@ -10,19 +10,28 @@ def publish(message: dict) -> str: ...
 
 from __future__ import annotations
 
-from ._backend import CacheBackend, InProcessAsyncMixin, register_backend
-from ._breaker import Breaker
-from ._cached import CachedFunction, cached
-from ._config import BreakerConfig, CacheConfig, RedisConfig, Settings
-from ._errors import CircuitOpenError, ConfigurationError
-from ._guard import BreakerHandle, breaker_guarded
-from ._http import health_asgi_app, health_wsgi_app
-from ._metrics import register_metrics
-from ._policy import failure_policy
-from ._provider import CacheProvider
-from ._registry import BreakerRegistry
-from ._resilience import Resilience, configure, current, get_breaker
-from ._serializers import SerializationError
+from tasker_resilience._breakers.breaker import Breaker
+from tasker_resilience._breakers.guard import BreakerHandle, breaker_guarded
+from tasker_resilience._breakers.policy import failure_policy
+from tasker_resilience._breakers.registry import BreakerRegistry
+from tasker_resilience._cache.backends.contract import (
+    CacheBackend,
+    InProcessAsyncMixin,
+    register_backend,
+)
+from tasker_resilience._cache.cached import CachedFunction, cached
+from tasker_resilience._cache.provider import CacheProvider
+from tasker_resilience._cache.serializers import SerializationError
+from tasker_resilience._config.schema import (
+    BreakerConfig,
+    CacheConfig,
+    RedisConfig,
+    Settings,
+)
+from tasker_resilience._errors import CircuitOpenError, ConfigurationError
+from tasker_resilience._operations.http import health_asgi_app, health_wsgi_app
+from tasker_resilience._operations.metrics import register_metrics
+from tasker_resilience._resilience import Resilience, configure, current, get_breaker
 
 __all__ = [
     "Breaker",

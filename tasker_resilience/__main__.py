@@ -10,7 +10,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code (console scripts pass it to exit)."""
     # Imported here: `import tasker_resilience.__main__` stays as cheap as the package.
-    from ._cli import main as run
+    from tasker_resilience._operations.cli import main as run
 
     return run(argv)
 

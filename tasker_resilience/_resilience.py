@@ -8,14 +8,14 @@ from collections.abc import Mapping
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
-from ._backend import known_backend_names
-from ._breaker import Breaker, Clock
-from ._config import Settings, parse_settings
-from ._registry import BreakerRegistry, StorageFactory
-from ._settings import load_settings
+from tasker_resilience._breakers.breaker import Breaker, Clock
+from tasker_resilience._breakers.registry import BreakerRegistry, StorageFactory
+from tasker_resilience._cache.backends.contract import known_backend_names
+from tasker_resilience._config.layers import load_settings
+from tasker_resilience._config.schema import Settings, parse_settings
 
 if TYPE_CHECKING:
-    from ._provider import CacheProvider
+    from tasker_resilience._cache.provider import CacheProvider
 
 __all__ = ["Resilience", "configure", "current", "get_breaker", "reset_current"]
 
@@ -56,7 +56,7 @@ class Resilience:
         if cache is None:
             with self._cache_lock:
                 if self._cache is None:
-                    from ._provider import CacheProvider
+                    from tasker_resilience._cache.provider import CacheProvider
 
                     self._cache = CacheProvider.from_config(self.settings.cache, self.breakers)
                 cache = self._cache
@@ -64,7 +64,7 @@ class Resilience:
 
     def health(self) -> dict[str, Any]:
         """The JSON-ready health report (see the guide, "Health")."""
-        from ._health import build_health
+        from tasker_resilience._operations.health import build_health
 
         return build_health(self)
 

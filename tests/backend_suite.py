@@ -32,8 +32,8 @@ import pytest
 import redis
 
 from tasker_resilience import CacheBackend
-from tasker_resilience._backend import InProcessAsyncMixin
-from tasker_resilience._memory_backend import MemoryBackend
+from tasker_resilience._cache.backends.contract import InProcessAsyncMixin
+from tasker_resilience._cache.backends.memory_backend import MemoryBackend
 
 __all__ = [
     "BackendConformance",

@@ -46,8 +46,12 @@ from typing import Any
 import pytest
 import redis
 
-from tasker_resilience._local_server import LocalServer, ServerStartError, find_server_binary
-from tasker_resilience._redact import redact_url
+from tasker_resilience._config.redact import redact_url
+from tasker_resilience._operations.drill.local_server import (
+    LocalServer,
+    ServerStartError,
+    find_server_binary,
+)
 
 __all__ = [
     "DRAGONFLY_IMAGE",

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 import tasker_resilience as tr
-from tasker_resilience._backend import backend_factory, unregister_backend
-from tasker_resilience._config import CacheConfig
+from tasker_resilience._cache.backends.contract import backend_factory, unregister_backend
+from tasker_resilience._config.schema import CacheConfig
 from tasker_resilience.testing import configure_for_tests
 
 

@@ -18,9 +18,13 @@ import redis.exceptions as rex
 
 import tasker_resilience as tr
 from tasker_resilience import CacheBackend, CacheConfig, RedisConfig
-from tasker_resilience._backend import backend_factory, unregister_backend
-from tasker_resilience._memory_backend import MemoryBackend, NoopBackend, glob_to_regex
-from tasker_resilience._redis_backend import RedisBackend, is_redis_failure
+from tasker_resilience._cache.backends.contract import backend_factory, unregister_backend
+from tasker_resilience._cache.backends.memory_backend import (
+    MemoryBackend,
+    NoopBackend,
+    glob_to_regex,
+)
+from tasker_resilience._cache.backends.redis_backend import RedisBackend, is_redis_failure
 from tasker_resilience.testing import configure_for_tests
 
 from .backend_suite import BackendConformance, PrivateRedis, SilentServer, closed_port

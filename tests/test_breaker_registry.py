@@ -6,8 +6,8 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience import BreakerRegistry
-from tasker_resilience._config import BreakerConfig, BreakersConfig
-from tasker_resilience._redact import redact_url
+from tasker_resilience._config.redact import redact_url
+from tasker_resilience._config.schema import BreakerConfig, BreakersConfig
 from tasker_resilience.testing import ManualClock, configure_for_tests, reset
 
 

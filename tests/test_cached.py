@@ -16,9 +16,9 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience import Resilience, _resilience
-from tasker_resilience._backend import unregister_backend
-from tasker_resilience._keys import canonical
-from tasker_resilience._serializers import SerializationError
+from tasker_resilience._cache.backends.contract import unregister_backend
+from tasker_resilience._cache.keys import canonical
+from tasker_resilience._cache.serializers import SerializationError
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
 from .backend_suite import CountingBackend, Outage
@@ -184,7 +184,7 @@ def test_a_mutable_default_is_read_on_every_call(res: Resilience) -> None:
 
 
 def test_remembered_keys_stay_bounded(res: Resilience) -> None:
-    from tasker_resilience._keys import MEMO_SIZE, KeyBuilder
+    from tasker_resilience._cache.keys import MEMO_SIZE, KeyBuilder
 
     def g(x: Any) -> None:
         return None

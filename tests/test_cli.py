@@ -214,8 +214,8 @@ def test_config_names_a_settings_file_relative_to_the_root(tmp_path: Path) -> No
 def test_config_redacts_secret_options_of_a_custom_backend(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tasker_resilience._backend import backend_factory, unregister_backend
-    from tasker_resilience._cli import main
+    from tasker_resilience._cache.backends.contract import backend_factory, unregister_backend
+    from tasker_resilience._operations.cli import main
 
     (tmp_path / "settings.toml").write_text(
         textwrap.dedent(

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tasker_resilience import ConfigurationError
-from tasker_resilience._backend import known_backend_names
-from tasker_resilience._config import Settings, parse_settings
-from tasker_resilience._settings import load_settings
+from tasker_resilience._cache.backends.contract import known_backend_names
+from tasker_resilience._config.layers import load_settings
+from tasker_resilience._config.schema import Settings, parse_settings
 
 from .conftest import REPO_ROOT
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from tasker_resilience._drill import (
+from tasker_resilience._operations.drill.local_server import LocalServer
+from tasker_resilience._operations.drill.runner import (
     IN_PROCESS,
     DrillOptions,
     DrillReport,
@@ -27,7 +28,6 @@ from tasker_resilience._drill import (
     format_report,
     run_drill,
 )
-from tasker_resilience._local_server import LocalServer
 from tasker_resilience.testing import configure_for_tests
 
 from .conftest import REPO_ROOT

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import tasker_resilience as tr
-from tasker_resilience._health import build_health
-from tasker_resilience._local_server import LocalServer
+from tasker_resilience._operations.drill.local_server import LocalServer
+from tasker_resilience._operations.health import build_health
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
 BREAKER_KEYS = {

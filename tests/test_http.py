@@ -17,8 +17,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from tasker_resilience import Resilience
-from tasker_resilience._http import _route_path, health_asgi_app, health_wsgi_app, make_server
-from tasker_resilience._local_server import LocalServer
+from tasker_resilience._operations.drill.local_server import LocalServer
+from tasker_resilience._operations.http import (
+    _route_path,
+    health_asgi_app,
+    health_wsgi_app,
+    make_server,
+)
 from tasker_resilience.testing import configure_for_tests
 
 if TYPE_CHECKING:

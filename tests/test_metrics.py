@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tasker_resilience as tr
 from tasker_resilience import _resilience
-from tasker_resilience._metrics import (
+from tasker_resilience._operations.metrics import (
     STATE_VALUES,
     ResilienceCollector,
     private_registry,
@@ -135,7 +135,8 @@ def test_importing_the_package_does_not_import_prometheus_client() -> None:
         """
         import sys
         import tasker_resilience as tr
-        from tasker_resilience import _cli, _drill, _health, _http, _metrics
+        from tasker_resilience._operations import cli, health, http as _http, metrics as _metrics
+        from tasker_resilience._operations.drill import runner
         from tasker_resilience.testing import configure_for_tests
 
         res = configure_for_tests()

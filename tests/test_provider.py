@@ -13,11 +13,11 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience import CacheConfig, CacheProvider, RedisConfig, Resilience
-from tasker_resilience._backend import unregister_backend
-from tasker_resilience._config import BreakersConfig
-from tasker_resilience._redis_backend import RedisBackend
-from tasker_resilience._registry import BreakerRegistry
-from tasker_resilience._serializers import SerializationError
+from tasker_resilience._breakers.registry import BreakerRegistry
+from tasker_resilience._cache.backends.contract import unregister_backend
+from tasker_resilience._cache.backends.redis_backend import RedisBackend
+from tasker_resilience._cache.serializers import SerializationError
+from tasker_resilience._config.schema import BreakersConfig
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
 from .backend_suite import CountingBackend, Outage, PrivateRedis, SilentServer, closed_port

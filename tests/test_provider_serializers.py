@@ -9,8 +9,13 @@ from typing import Any
 
 import pytest
 
-from tasker_resilience._invalidations import DELETE, DELETE_PATTERN, PendingInvalidations, Step
-from tasker_resilience._serializers import (
+from tasker_resilience._cache.invalidations import (
+    DELETE,
+    DELETE_PATTERN,
+    PendingInvalidations,
+    Step,
+)
+from tasker_resilience._cache.serializers import (
     BYTES_KEY,
     JSON,
     PICKLE,

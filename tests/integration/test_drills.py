@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from tasker_resilience import Resilience
-from tasker_resilience._local_server import LocalServer
-from tasker_resilience._provider import CacheProvider
+from tasker_resilience._cache.provider import CacheProvider
+from tasker_resilience._operations.drill.local_server import LocalServer
 
 from ._support import (
     BACKEND_NAMES,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasker_resilience._local_server import (
+from tasker_resilience._operations.drill.local_server import (
     LocalServer,
     ServerStartError,
     _server_args,
@@ -191,7 +191,7 @@ def test_the_exit_hook_stops_a_server_nobody_stopped(tmp_path: Path) -> None:
     """A run that forgets (or fails before) ``stop()`` leaves no process behind."""
     script = textwrap.dedent(
         """
-        from tasker_resilience._local_server import LocalServer
+        from tasker_resilience._operations.drill.local_server import LocalServer
         server = LocalServer().start()
         server.freeze()
         print(server.pid, flush=True)

@@ -16,7 +16,7 @@ import redis
 
 import tasker_resilience as tr
 from tasker_resilience import CacheBackend, CacheConfig, CacheProvider, RedisConfig
-from tasker_resilience._backend import backend_factory
+from tasker_resilience._cache.backends.contract import backend_factory
 from tests.backend_suite import BackendConformance
 
 from ._support import BACKEND_NAMES, configure_cache, wait_until

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasker_resilience._local_server import LocalServer
+from tasker_resilience._operations.drill.local_server import LocalServer
 from tests import servers
 
 pytestmark = pytest.mark.integration

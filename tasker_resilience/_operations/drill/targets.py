@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ._redact import redact_url
+from tasker_resilience._config.redact import redact_url
 
 if TYPE_CHECKING:
-    from ._config import CacheConfig
+    from tasker_resilience._config.schema import CacheConfig
 
     # Annotations only: ``_drill`` imports this module, so a run-time import would be a cycle.
-    from ._drill import DrillOptions, Progress
+    from tasker_resilience._operations.drill.runner import DrillOptions, Progress
 
 __all__ = [
     "INJECTOR_BACKEND",
@@ -92,7 +92,7 @@ class _LocalServerTarget:
     mode = LOCAL_SERVER
 
     def __init__(self, binary: str | None) -> None:
-        from ._local_server import LocalServer
+        from tasker_resilience._operations.drill.local_server import LocalServer
 
         self._server = LocalServer(binary)
         self._server.start()
@@ -216,7 +216,7 @@ class _InProcessTarget:
     )
 
     def __init__(self, options: DrillOptions) -> None:
-        from ._backend import backend_factory, register_backend
+        from tasker_resilience._cache.backends.contract import backend_factory, register_backend
 
         self.frozen = False
         self.backend: _InjectedBackend | None = None
@@ -245,7 +245,7 @@ class _InProcessTarget:
         return _timed(lambda: backend.get("tasker-drill:raw"))
 
     def close(self) -> None:
-        from ._backend import unregister_backend
+        from tasker_resilience._cache.backends.contract import unregister_backend
 
         unregister_backend(INJECTOR_BACKEND)
 
@@ -310,7 +310,7 @@ def choose_target(options: DrillOptions, progress: Progress) -> Target:
         return _ObservedTarget(options.url, options)
     if options.in_process:
         return _InProcessTarget(options)
-    from ._local_server import find_server_binary
+    from tasker_resilience._operations.drill.local_server import find_server_binary
 
     if options.server_binary is None and find_server_binary() is None:
         progress.event(

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _wsgiref_make_server
 
-from ._health import UNHEALTHY
+from tasker_resilience._operations.health import UNHEALTHY
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from prometheus_client.registry import CollectorRegistry
 
-    from ._resilience import Resilience
+    from tasker_resilience._resilience import Resilience
 
 __all__ = [
     "DEFAULT_HOST",
@@ -105,7 +105,7 @@ class _Endpoints:
         if self._resilience is not None:
             return self._resilience
         # Per request: a later configure() replaces the process-wide Resilience.
-        from ._resilience import current
+        from tasker_resilience._resilience import current
 
         return current()
 
@@ -132,7 +132,12 @@ class _Endpoints:
         return _json(503 if report["status"] == UNHEALTHY else 200, report)
 
     def _metrics(self, accept: str | None) -> _Response:
-        from ._metrics import INSTALL_HINT, metrics_available, private_registry, render_metrics
+        from tasker_resilience._operations.metrics import (
+            INSTALL_HINT,
+            metrics_available,
+            private_registry,
+            render_metrics,
+        )
 
         if not metrics_available():
             return _text(404, INSTALL_HINT)

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Final
 
 from cachetools import Cache, LRUCache
 
-from ._backend import InProcessAsyncMixin
+from tasker_resilience._cache.backends.contract import InProcessAsyncMixin
 
 if TYPE_CHECKING:
-    from ._config import CacheConfig
+    from tasker_resilience._config.schema import CacheConfig
 
 __all__ = ["MemoryBackend", "MemoryEntry", "NoopBackend", "glob_to_regex"]
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from ._resilience import Resilience
+    from tasker_resilience._resilience import Resilience
 
 __all__ = [
     "INSTALL_HINT",
@@ -67,7 +67,7 @@ class ResilienceCollector:
     def _resolve(self) -> Resilience:
         if self._resilience is not None:
             return self._resilience
-        from ._resilience import current
+        from tasker_resilience._resilience import current
 
         return current()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pybreaker
 
-from ._breaker import Breaker, Clock
-from ._config import BreakersConfig
+from tasker_resilience._breakers.breaker import Breaker, Clock
+from tasker_resilience._config.schema import BreakersConfig
 
 __all__ = ["BreakerRegistry", "StorageFactory"]
 

@@ -21,10 +21,10 @@ from typing import Any, Final, Literal, TypeVar
 
 import pybreaker
 
-from ._config import BreakerConfig
-from ._errors import CircuitOpenError
-from ._logging import BREAKER_LOGGER, TransitionLogger, log_rejected
-from ._policy import FailurePolicy, count_all_exceptions, is_neutral
+from tasker_resilience._breakers.policy import FailurePolicy, count_all_exceptions, is_neutral
+from tasker_resilience._breakers.transitions import BREAKER_LOGGER, TransitionLogger, log_rejected
+from tasker_resilience._config.schema import BreakerConfig
+from tasker_resilience._errors import CircuitOpenError
 
 __all__ = [
     "CLOSED",

@@ -32,12 +32,12 @@ import redis
 import redis.exceptions as rex
 from redis.backoff import NoBackoff
 
-from ._config import RedisConfig
-from ._errors import ConfigurationError
-from ._redact import REDACTED
+from tasker_resilience._config.redact import REDACTED
+from tasker_resilience._config.schema import RedisConfig
+from tasker_resilience._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ._config import CacheConfig
+    from tasker_resilience._config.schema import CacheConfig
 
 __all__ = ["RedisBackend", "is_redis_failure"]
 

@@ -44,16 +44,27 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._backend import CacheBackend, backend_factory
-from ._breaker import CLOSED, Admission, Breaker, StateName, counter_value
-from ._config import CacheConfig
-from ._invalidations import DELETE, DELETE_PATTERN, PendingInvalidations, ReplayPlan, Step
-from ._keys import escape_glob
-from ._memory_backend import MemoryBackend, MemoryEntry, NoopBackend
-from ._serializers import JsonSerializer, SerializationError, Serializer, get_serializer
+from tasker_resilience._breakers.breaker import CLOSED, Admission, Breaker, StateName, counter_value
+from tasker_resilience._cache.backends.contract import CacheBackend, backend_factory
+from tasker_resilience._cache.backends.memory_backend import MemoryBackend, MemoryEntry, NoopBackend
+from tasker_resilience._cache.invalidations import (
+    DELETE,
+    DELETE_PATTERN,
+    PendingInvalidations,
+    ReplayPlan,
+    Step,
+)
+from tasker_resilience._cache.keys import escape_glob
+from tasker_resilience._cache.serializers import (
+    JsonSerializer,
+    SerializationError,
+    Serializer,
+    get_serializer,
+)
+from tasker_resilience._config.schema import CacheConfig
 
 if TYPE_CHECKING:
-    from ._registry import BreakerRegistry
+    from tasker_resilience._breakers.registry import BreakerRegistry
 
 __all__ = ["CACHE_BREAKER", "CACHE_LOGGER", "CacheProvider"]
 

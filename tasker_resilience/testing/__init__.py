@@ -16,8 +16,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ._resilience import Resilience, configure, reset_current
-from ._settings import deep_merge
+from tasker_resilience._config.layers import deep_merge
+from tasker_resilience._resilience import Resilience, configure, reset_current
 
 __all__ = ["TEST_OVERRIDES", "ManualClock", "configure_for_tests", "reset"]
 

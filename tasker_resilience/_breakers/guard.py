@@ -7,10 +7,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._breaker import Breaker, StateName
-from ._errors import CircuitOpenError
-from ._policy import ExceptionMatcher, FailurePolicy, failure_policy
-from ._resilience import Resilience, current
+from tasker_resilience._breakers.breaker import Breaker, StateName
+from tasker_resilience._breakers.policy import ExceptionMatcher, FailurePolicy, failure_policy
+from tasker_resilience._errors import CircuitOpenError
+from tasker_resilience._resilience import Resilience, current
 
 __all__ = ["NO_FALLBACK", "BreakerHandle", "breaker_guarded"]
 

@@ -27,12 +27,19 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import pybreaker
 
-from ._drill_report import DrillReport, PhaseResult, format_report
-from ._drill_targets import IN_PROCESS, OBSERVE, DrillError, Target, check_reachable, choose_target
+from tasker_resilience._operations.drill.report import DrillReport, PhaseResult, format_report
+from tasker_resilience._operations.drill.targets import (
+    IN_PROCESS,
+    OBSERVE,
+    DrillError,
+    Target,
+    check_reachable,
+    choose_target,
+)
 
 if TYPE_CHECKING:
-    from ._breaker import Breaker
-    from ._resilience import Resilience
+    from tasker_resilience._breakers.breaker import Breaker
+    from tasker_resilience._resilience import Resilience
 
 __all__ = [
     "IN_PROCESS",
@@ -256,8 +263,8 @@ class _Drill:
 
 @contextmanager
 def _private_resilience(options: DrillOptions, target: Target) -> Iterator[Resilience]:
-    from ._resilience import configure
-    from ._settings import deep_merge
+    from tasker_resilience._config.layers import deep_merge
+    from tasker_resilience._resilience import configure
 
     breaker = {
         "failure_threshold": options.failure_threshold,

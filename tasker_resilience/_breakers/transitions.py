@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pybreaker
 
 if TYPE_CHECKING:
-    from ._breaker import Breaker
+    from tasker_resilience._breakers.breaker import Breaker
 
 __all__ = ["BREAKER_LOGGER", "TransitionLogger", "log_rejected"]
 

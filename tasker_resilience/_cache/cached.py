@@ -28,11 +28,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from . import _resilience
-from ._keys import KeyBuilder, escape_glob
-from ._provider import CacheProvider
-from ._resilience import current
-from ._serializers import Serializer, get_serializer
+from tasker_resilience import _resilience
+from tasker_resilience._cache.keys import KeyBuilder, escape_glob
+from tasker_resilience._cache.provider import CacheProvider
+from tasker_resilience._cache.serializers import Serializer, get_serializer
+from tasker_resilience._resilience import current
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -208,7 +208,7 @@ def cached(
     (``"json"``, ``"pickle"`` or an object) overrides ``[common.cache] serializer``.
 
     Results must be storable by the serializer: JSON returns tuples as lists; a
-    result JSON cannot store raises :class:`~tasker_resilience._serializers.SerializationError`.
+    result JSON cannot store raises :class:`~tasker_resilience.SerializationError`.
     """
     ttl = _checked_ttl(ttl)
     fixed_serializer = None if serializer is None else get_serializer(serializer)

@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
-    from ._resilience import Resilience
+    from tasker_resilience._resilience import Resilience
 
 __all__ = ["CACHE_BREAKER", "DEGRADED", "HEALTHY", "UNHEALTHY", "HealthStatus", "build_health"]
 

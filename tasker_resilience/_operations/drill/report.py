@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from ._drill_targets import LOCAL_SERVER, OBSERVE
+from tasker_resilience._operations.drill.targets import LOCAL_SERVER, OBSERVE
 
 __all__ = ["DrillReport", "PhaseResult", "format_report"]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ._errors import ConfigurationError
-from ._redact import redact_url
+from tasker_resilience._config.redact import redact_url
+from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_COMPONENT_CONFIGS",

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from ._errors import ConfigurationError
-from ._redact import REDACTED, redact_url
+from tasker_resilience._config.redact import REDACTED, redact_url
+from tasker_resilience._errors import ConfigurationError
 
 __all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_UNHEALTHY", "EXIT_USAGE", "main"]
 
@@ -57,7 +57,8 @@ def _positive(kind: type[float] | type[int]) -> Any:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _drill, _http
+    from tasker_resilience._operations import http as _http
+    from tasker_resilience._operations.drill import runner as _drill
 
     parser = _Parser(
         prog=PROG,
@@ -138,7 +139,12 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _drill(args: argparse.Namespace) -> int:
-    from ._drill import DrillOptions, Progress, format_report, run_drill
+    from tasker_resilience._operations.drill.runner import (
+        DrillOptions,
+        Progress,
+        format_report,
+        run_drill,
+    )
 
     options = DrillOptions(
         url=args.url,
@@ -176,7 +182,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from ._resilience import configure
+    from tasker_resilience._resilience import configure
 
     res = configure(env=args.env, root=args.root)
     if not args.serve:
@@ -184,7 +190,7 @@ def _health(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return EXIT_UNHEALTHY if report["status"] == "unhealthy" else EXIT_OK
 
-    from ._http import serve
+    from tasker_resilience._operations.http import serve
 
     def ready(base_url: str) -> None:
         print(f"serving {base_url}/health and {base_url}/metrics (Ctrl-C to stop)", flush=True)
@@ -242,9 +248,9 @@ def _source(key: str, sources: Mapping[str, str], root: Path) -> str:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from ._backend import known_backend_names
-    from ._config import parse_settings
-    from ._settings import load_settings
+    from tasker_resilience._cache.backends.contract import known_backend_names
+    from tasker_resilience._config.layers import load_settings
+    from tasker_resilience._config.schema import parse_settings
 
     loaded = load_settings(args.env, root=args.root)
     settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
@@ -303,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from ._drill import DrillError
+    from tasker_resilience._operations.drill.runner import DrillError
 
     handlers = {"drill": _drill, "health": _health, "config": _config}
     try:

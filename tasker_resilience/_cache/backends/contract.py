@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 if TYPE_CHECKING:
-    from ._config import CacheConfig
+    from tasker_resilience._config.schema import CacheConfig
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -105,10 +105,10 @@ BackendFactory = Callable[["CacheConfig"], CacheBackend]
 and ``config.backend_options`` holds the ``[common.cache.<name>]`` table."""
 
 _BUILTIN: dict[str, str] = {
-    "redis": "tasker_resilience._redis_backend:RedisBackend.from_config",
-    "dragonfly": "tasker_resilience._redis_backend:RedisBackend.from_config",
-    "memory": "tasker_resilience._memory_backend:MemoryBackend.from_config",
-    "noop": "tasker_resilience._memory_backend:NoopBackend.from_config",
+    "redis": "tasker_resilience._cache.backends.redis_backend:RedisBackend.from_config",
+    "dragonfly": "tasker_resilience._cache.backends.redis_backend:RedisBackend.from_config",
+    "memory": "tasker_resilience._cache.backends.memory_backend:MemoryBackend.from_config",
+    "noop": "tasker_resilience._cache.backends.memory_backend:NoopBackend.from_config",
 }
 _registered: dict[str, BackendFactory] = {}
 _lock = threading.Lock()

@@ -52,7 +52,7 @@ def resolve_env(env: str | None) -> str:
     chosen = (env or os.environ.get(ENV_VAR) or DEFAULT_ENV).strip().lower()
     if chosen not in ENVIRONMENTS:
         # Imported here: _errors has no dependencies, and this keeps the import graph flat.
-        from ._errors import ConfigurationError
+        from tasker_resilience._errors import ConfigurationError
 
         raise ConfigurationError(ENV_VAR, chosen, f"one of {', '.join(ENVIRONMENTS)}")
     return chosen
