@@ -1,132 +1,59 @@
 """``CacheProvider`` (``res.cache``): the breaker-guarded facade over one cache backend.
 
-Every operation on a distributed backend asks the registry's ``cache`` breaker first:
+The provider composes the parts of one cache call, each in its own module:
 
-=================  ======================  =================================
-operation          circuit open            backend failure while closed
-=================  ======================  =================================
-get / aget         ``None`` (a miss)       ``None`` (a miss), WARNING
-set / aset         nothing, returns        swallowed, WARNING
-delete / adelete   nothing, returns        swallowed, WARNING
-delete_pattern     ``0``                   swallowed (``0``), WARNING
-health_check       ``False``               ``False``
-=================  ======================  =================================
+- :mod:`~tasker_resilience._cache.faults`: may this call reach the backend (the
+  ``cache`` breaker), and what a failure costs the caller (the open-circuit table);
+- :mod:`~tasker_resilience._cache.replay`: invalidations the backend missed, replayed
+  inside the next admitted call *before* it reads, so a recovered cache never serves a
+  value this process invalidated during the outage;
+- :mod:`~tasker_resilience._cache.reads`: decoding, envelopes, unreadable entries and
+  the memory backend's copy-per-hit images;
+- :mod:`~tasker_resilience._cache.outcomes`: the counters behind :meth:`stats`.
 
-While open no backend call is made at all; the breaker DEBUG-logs the rejection and
-``stats()`` counts it as ``skipped_open``. Only failures the backend's
-``is_backend_failure`` recognises (connection errors, timeouts, busy, read-only...)
-count against the breaker; caller mistakes (a value that cannot be serialised, a
-non-string key, a bad TTL) raise to the caller and never touch the breaker.
-
-Invalidations that could not reach the backend (``delete``, ``delete_pattern`` and a
-write-through ``set``, skipped while open or failed) are remembered, bounded, and
-replayed inside the next admitted call *before* it reads, so a recovered cache never
-serves a value this process invalidated during the outage.
-
-Sync and async share every decision (``_begin``, ``_failed``, ``_finish_get`` ...);
-the twins differ only in the ``await`` on the backend call.
-
-Reads from the in-process ``memory`` backend skip JSON decoding after the first hit
-of an entry: the decoded value is kept next to the entry as a ``marshal`` image, and
-every hit rebuilds a fresh object from it (about half the cost of ``json`` decoding).
-Callers still get their own copy, equal to what the JSON decoder returns, so a
-caller mutating a result never changes what the next hit sees, as with redis.
+What stays here are the operations themselves, in sync/async pairs that share every
+decision (``_fetch``/``_afetch``, ``_write``/``_awrite``); the twins differ only in the
+``await`` on the backend call.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import logging
-import marshal
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from tasker_resilience._breakers.breaker import CLOSED, Admission, Breaker, StateName, counter_value
+from tasker_resilience._breakers.breaker import CLOSED, Breaker, StateName
 from tasker_resilience._cache.backends.contract import CacheBackend, backend_factory
 from tasker_resilience._cache.backends.memory_backend import MemoryBackend, MemoryEntry, NoopBackend
+from tasker_resilience._cache.faults import CACHE_LOGGER, UNAVAILABLE, CacheFaults
 from tasker_resilience._cache.invalidations import (
     DELETE,
     DELETE_PATTERN,
     PendingInvalidations,
-    ReplayPlan,
     Step,
 )
 from tasker_resilience._cache.keys import escape_glob
-from tasker_resilience._cache.serializers import (
-    JsonSerializer,
-    SerializationError,
-    Serializer,
-    get_serializer,
+from tasker_resilience._cache.outcomes import (
+    DELETE_OP,
+    DELETE_PATTERN_OP,
+    GET,
+    HEALTH,
+    SET,
+    CacheStats,
 )
-from tasker_resilience._config.schema import CacheConfig
+from tasker_resilience._cache.reads import ReadDecoder
+from tasker_resilience._cache.replay import InvalidationReplay
+from tasker_resilience._cache.serializers import Serializer, get_serializer
 
 if TYPE_CHECKING:
     from tasker_resilience._breakers.registry import BreakerRegistry
+    from tasker_resilience._config.schema import CacheConfig
 
 __all__ = ["CACHE_BREAKER", "CACHE_LOGGER", "CacheProvider"]
 
 T = TypeVar("T")
 
 CACHE_BREAKER: Final = "cache"
-CACHE_LOGGER = logging.getLogger("tasker_resilience.cache")
-
-GET: Final = "get"
-SET: Final = "set"
-DELETE_OP: Final = "delete"
-DELETE_PATTERN_OP: Final = "delete_pattern"
-HEALTH: Final = "health_check"
-OPERATIONS: Final = (GET, SET, DELETE_OP, DELETE_PATTERN_OP, HEALTH)
-_OUTCOMES: Final = {
-    GET: ("hit", "miss", "error", "skipped_open"),
-    SET: ("ok", "error", "skipped_open"),
-    DELETE_OP: ("ok", "error", "skipped_open"),
-    DELETE_PATTERN_OP: ("ok", "error", "skipped_open"),
-    HEALTH: ("ok", "error", "skipped_open"),
-}
-WARNING_INTERVAL_SECONDS: Final = 10.0
-"""At most one failure WARNING per this many seconds; the next one says how many were held back."""
-
-
-class _Unavailable:
-    """A fetch that produced no answer (skipped while open, or failed)."""
-
-    def __repr__(self) -> str:
-        return "UNAVAILABLE"
-
-
-UNAVAILABLE: Final[Any] = _Unavailable()
-# A provider without a breaker runs every call under this do-nothing context.
-_UNGUARDED: Final = contextlib.nullcontext()
-
-
-def _default_backend_failure(exc: BaseException) -> bool:
-    """For a backend without ``is_backend_failure``: I/O errors (``OSError``, which
-    includes ``ConnectionError`` and ``TimeoutError``) count, mistakes do not."""
-    return isinstance(exc, OSError)
-
-
-class _Warnings:
-    """Failure WARNINGs, at most one per interval: an outage must not flood the logs."""
-
-    def __init__(self, interval: float = WARNING_INTERVAL_SECONDS) -> None:
-        self.interval = interval
-        self._next_at = 0.0
-        self._held_back = 0
-
-    def warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next_at:
-            self._held_back += 1
-            return
-        self._next_at = now + self.interval
-        held_back, self._held_back = self._held_back, 0
-        if held_back:
-            message += " (%d similar warnings held back)"
-            args = (*args, held_back)
-        CACHE_LOGGER.warning(message, *args)
 
 
 class CacheProvider:
@@ -158,18 +85,20 @@ class CacheProvider:
         self._pattern_prefix = escape_glob(key_prefix) + ":"
         self._default_ttl = self._checked_ttl(default_ttl_seconds)
         self._serializer = get_serializer(serializer)
-        self._policy: Callable[[BaseException], bool] = getattr(
-            backend, "is_backend_failure", _default_backend_failure
-        )
-        self._redact: Callable[[str], str] = getattr(backend, "redact", str)
-        url = getattr(backend, "redacted_url", None)
-        self._where = f" at {url}" if url else ""
+        self._stats = CacheStats()
+        self._faults = faults = CacheFaults(backend, self._backend_name, breaker, self._stats)
+        self._policy = faults.policy
+        self._where = faults.where
         self._pending = PendingInvalidations(max_pending_invalidations, self._pattern_prefix + "*")
-        self._warnings = _Warnings()
-        self._counts = {op: {o: itertools.count() for o in _OUTCOMES[op]} for op in OPERATIONS}
-        # Bound once: the hit path pays one attribute read per count.
-        self._get_hit = self._counts[GET]["hit"]
-        self._get_miss = self._counts[GET]["miss"]
+        self._replays = InvalidationReplay(backend, self._pending, key_prefix)
+        self._decoder = decoder = ReadDecoder(self._stats, faults.warnings)
+        # Bound once: the hot paths call these without an attribute chain.
+        self._begin = faults.admit
+        self._failed = faults.failed
+        self._finish_get = decoder.finish
+        self._read_entry = decoder.entry
+        self._replay = self._replays.replay
+        self._areplay = self._replays.areplay
         # The in-process memory backend hands out its entries (see _read).
         self._get_entry: Callable[[str], MemoryEntry | None] | None = (
             backend.get_entry if isinstance(backend, MemoryBackend) and enabled else None
@@ -261,10 +190,7 @@ class CacheProvider:
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open."""
-        return {
-            op: {outcome: counter_value(c) for outcome, c in outcomes.items()}
-            for op, outcomes in self._counts.items()
-        }
+        return self._stats.snapshot()
 
     def pending_invalidations(self) -> dict[str, int | bool]:
         """Invalidations waiting for the backend to come back (``pending``, ``overflowed``)."""
@@ -283,68 +209,6 @@ class CacheProvider:
     def _ttl(self, ttl: float | None) -> float:
         return self._default_ttl if ttl is None else self._checked_ttl(ttl)
 
-    def _begin(self, op: str) -> Admission | contextlib.nullcontext[None] | None:
-        """The context to run one backend call under, or None when the circuit is open."""
-        breaker = self._breaker
-        if breaker is None:
-            return _UNGUARDED
-        admission = breaker.admit(self._policy)
-        if admission is None:
-            next(self._counts[op]["skipped_open"])
-        return admission
-
-    def _failed(self, op: str, exc: Exception) -> bool:
-        """Count and log a failed backend call. True: swallow it (the caller sees a miss,
-        a no-op or False); False: the caller made a mistake, re-raise."""
-        if not (self._policy(exc) or op is GET or op is HEALTH):
-            return False
-        next(self._counts[op]["error"])
-        self._warnings.warn(
-            "cache %s failed on %r%s (%s: %s); the call was %s",
-            op,
-            self._backend_name,
-            self._where,
-            type(exc).__name__,
-            self._redact(str(exc)),
-            "a miss" if op is GET else "skipped",
-        )
-        return True
-
-    def _finish_get(self, raw: Any, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
-        """Decode what a fetch returned; ``miss`` when there is no usable value.
-
-        ``enveloped`` values are one-item lists (``@cached`` stores ``[result]`` so a
-        cached ``None`` is a hit).
-        """
-        if raw is None:
-            next(self._get_miss)
-            return miss
-        if raw is UNAVAILABLE:
-            return miss
-        try:
-            value = serializer.loads(raw)
-        except SerializationError as exc:
-            return self._unreadable(exc, miss)
-        return self._hit(value, enveloped, miss)
-
-    def _hit(self, value: Any, enveloped: bool, miss: Any) -> Any:
-        """Count and return a decoded value (unwrapped from its ``@cached`` envelope)."""
-        if enveloped:
-            if type(value) is not list or len(value) != 1:
-                return self._unreadable(
-                    SerializationError("stored value is not a @cached entry"), miss
-                )
-            value = value[0]
-        next(self._get_hit)
-        return value
-
-    def _unreadable(self, exc: SerializationError, miss: Any) -> Any:
-        # Foreign or corrupt data: a miss (the caller recomputes and overwrites),
-        # never an exception and never a breaker failure.
-        next(self._counts[GET]["error"])
-        self._warnings.warn("cache entry unreadable, treated as a miss: %s", exc)
-        return miss
-
     def _read(self, key: str, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
         """The decoded value under ``key`` or ``miss``: ``get`` and ``@cached`` reads."""
         get_entry = self._get_entry
@@ -357,41 +221,7 @@ class CacheProvider:
         except Exception as exc:
             self._failed(GET, exc)
             return miss
-        if entry is None:
-            next(self._get_miss)
-            return miss
-        image = entry.copy
-        if image is not None and type(serializer) is JsonSerializer:
-            value = marshal.loads(image)
-            if enveloped:
-                if type(value) is not list or len(value) != 1:
-                    return self._hit(value, enveloped, miss)  # counted and logged there
-                value = value[0]
-            next(self._get_hit)
-            return value
-        try:
-            value = serializer.loads(entry.value)
-        except SerializationError as exc:
-            return self._unreadable(exc, miss)
-        if type(serializer) is JsonSerializer:
-            # Decoded JSON holds only dict, list, str, int, float, bool, None and bytes,
-            # which marshal rebuilds exactly (order, -0.0, nan, big ints, lone
-            # surrogates), as new objects on every load. Any JsonSerializer decodes
-            # alike, so the image serves them all; never other serializers.
-            with contextlib.suppress(ValueError):  # deeper than marshal nests: no image
-                entry.copy = marshal.dumps(value)
-        return self._hit(value, enveloped, miss)
-
-    def _replayed(self, plan: ReplayPlan) -> None:
-        self._pending.done(plan)
-        if plan.overflowed:
-            CACHE_LOGGER.warning(
-                "cache: more invalidations were missed during the outage than remembered; "
-                "dropped the whole %r namespace",
-                self._key_prefix,
-            )
-        else:
-            CACHE_LOGGER.info("cache: replayed %d missed invalidation(s)", len(plan.steps))
+        return self._read_entry(entry, serializer, enveloped, miss)
 
     def _full_key(self, key: str) -> str:
         if not isinstance(key, str):
@@ -404,35 +234,10 @@ class CacheProvider:
         return self._pattern_prefix + pattern
 
     def _get_skipped(self) -> Any:
-        next(self._counts[GET]["skipped_open"])
-        return UNAVAILABLE
-
-    def _get_raised(self, breaker: Breaker, generation: int, exc: BaseException) -> Any:
-        """A hot-path read raised: record it on the breaker, then a miss (or re-raise
-        what is not an ``Exception``: cancellation, KeyboardInterrupt)."""
-        breaker._release(generation, exc, self._policy)
-        if not isinstance(exc, Exception):
-            raise exc
-        self._failed(GET, exc)
+        self._stats.count(GET, "skipped_open")
         return UNAVAILABLE
 
     # --- sync -------------------------------------------------------------------------------
-
-    def _replay(self) -> bool:
-        """Replay missed invalidations; False while another caller's replay is in flight."""
-        plan = self._pending.claim()
-        if plan is None:
-            return False
-        try:
-            for kind, target in plan.steps:
-                if kind is DELETE:
-                    self._backend.delete(target)
-                else:
-                    self._backend.delete_pattern(target)
-            self._replayed(plan)
-        finally:
-            self._pending.release()
-        return True
 
     def _fetch(self, key: str) -> Any:
         """The raw bytes under ``key``, None (absent) or UNAVAILABLE; never raises for
@@ -449,7 +254,7 @@ class CacheProvider:
             try:
                 raw = self._backend.get(self._prefix + key)
             except BaseException as exc:
-                return self._get_raised(breaker, generation, exc)
+                return self._faults.hot_read_raised(breaker, generation, exc)
             breaker._release(generation, None, self._policy)
             return raw
         full = self._full_key(key)
@@ -487,7 +292,7 @@ class CacheProvider:
             if undo is not None:
                 self._pending.add(*undo)
             return skipped
-        next(self._counts[op]["ok"])
+        self._stats.count(op, "ok")
         return result
 
     def _store(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
@@ -532,7 +337,7 @@ class CacheProvider:
         except Exception as exc:
             self._failed(HEALTH, exc)
             return False
-        next(self._counts[HEALTH]["ok" if healthy else "error"])
+        self._stats.count(HEALTH, "ok" if healthy else "error")
         return healthy
 
     def close(self) -> None:
@@ -540,21 +345,6 @@ class CacheProvider:
         self._backend.close()
 
     # --- asyncio: the same decisions, awaiting the backend --------------------------------
-
-    async def _areplay(self) -> bool:
-        plan = self._pending.claim()
-        if plan is None:
-            return False
-        try:
-            for kind, target in plan.steps:
-                if kind is DELETE:
-                    await self._backend.adelete(target)
-                else:
-                    await self._backend.adelete_pattern(target)
-            self._replayed(plan)
-        finally:
-            self._pending.release()
-        return True
 
     async def _afetch(self, key: str) -> Any:
         breaker = self._breaker
@@ -566,7 +356,7 @@ class CacheProvider:
             try:
                 raw = await self._backend.aget(self._prefix + key)
             except BaseException as exc:
-                return self._get_raised(breaker, generation, exc)
+                return self._faults.hot_read_raised(breaker, generation, exc)
             breaker._release(generation, None, self._policy)
             return raw
         full = self._full_key(key)
@@ -602,7 +392,7 @@ class CacheProvider:
             if undo is not None:
                 self._pending.add(*undo)
             return skipped
-        next(self._counts[op]["ok"])
+        self._stats.count(op, "ok")
         return result
 
     async def _astore(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
@@ -645,7 +435,7 @@ class CacheProvider:
         except Exception as exc:
             self._failed(HEALTH, exc)
             return False
-        next(self._counts[HEALTH]["ok" if healthy else "error"])
+        self._stats.count(HEALTH, "ok" if healthy else "error")
         return healthy
 
     async def aclose(self) -> None:

@@ -1,0 +1,139 @@
+"""The cache's open-circuit and failure policy: when a backend call may run, and what a
+failed one costs the caller.
+
+=================  ======================  =================================
+operation          circuit open            backend failure while closed
+=================  ======================  =================================
+get / aget         ``None`` (a miss)       ``None`` (a miss), WARNING
+set / aset         nothing, returns        swallowed, WARNING
+delete / adelete   nothing, returns        swallowed, WARNING
+delete_pattern     ``0``                   swallowed (``0``), WARNING
+health_check       ``False``               ``False``
+=================  ======================  =================================
+
+Only failures the backend's ``is_backend_failure`` recognises count against the breaker
+and are swallowed; caller mistakes (a value that cannot be serialised, a non-string key)
+raise to the caller. Reads and health checks never raise for a backend error of any kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from tasker_resilience._breakers.breaker import Admission, Breaker
+from tasker_resilience._cache.outcomes import GET, HEALTH, CacheStats
+
+__all__ = [
+    "CACHE_LOGGER",
+    "UNAVAILABLE",
+    "UNGUARDED",
+    "WARNING_INTERVAL_SECONDS",
+    "CacheFaults",
+    "RateLimitedWarnings",
+    "default_backend_failure",
+]
+
+CACHE_LOGGER = logging.getLogger("tasker_resilience.cache")
+WARNING_INTERVAL_SECONDS: Final = 10.0
+"""At most one failure WARNING per this many seconds; the next one says how many were held back."""
+
+
+class _Unavailable:
+    """A fetch that produced no answer (skipped while open, or failed)."""
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE: Final[Any] = _Unavailable()
+# A provider without a breaker runs every call under this do-nothing context.
+UNGUARDED: Final = contextlib.nullcontext()
+
+
+def default_backend_failure(exc: BaseException) -> bool:
+    """For a backend without ``is_backend_failure``: I/O errors (``OSError``, which
+    includes ``ConnectionError`` and ``TimeoutError``) count, mistakes do not."""
+    return isinstance(exc, OSError)
+
+
+class RateLimitedWarnings:
+    """Failure WARNINGs, at most one per interval: an outage must not flood the logs."""
+
+    def __init__(self, interval: float = WARNING_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._next_at = 0.0
+        self._held_back = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self._held_back += 1
+            return
+        self._next_at = now + self.interval
+        held_back, self._held_back = self._held_back, 0
+        if held_back:
+            message += " (%d similar warnings held back)"
+            args = (*args, held_back)
+        CACHE_LOGGER.warning(message, *args)
+
+
+class CacheFaults:
+    """Admission through the ``cache`` breaker and the handling of failed backend calls."""
+
+    def __init__(
+        self,
+        backend: object,
+        backend_name: str,
+        breaker: Breaker | None,
+        stats: CacheStats,
+    ) -> None:
+        self.breaker = breaker
+        self.backend_name = backend_name
+        self.policy: Callable[[BaseException], bool] = getattr(
+            backend, "is_backend_failure", default_backend_failure
+        )
+        self.redact: Callable[[str], str] = getattr(backend, "redact", str)
+        url = getattr(backend, "redacted_url", None)
+        self.where = f" at {url}" if url else ""
+        self.warnings = RateLimitedWarnings()
+        self._stats = stats
+
+    def admit(self, op: str) -> Admission | contextlib.nullcontext[None] | None:
+        """The context to run one backend call under, or None when the circuit is open."""
+        breaker = self.breaker
+        if breaker is None:
+            return UNGUARDED
+        admission = breaker.admit(self.policy)
+        if admission is None:
+            self._stats.count(op, "skipped_open")
+        return admission
+
+    def failed(self, op: str, exc: Exception) -> bool:
+        """Count and log a failed backend call. True: swallow it (the caller sees a miss,
+        a no-op or False); False: the caller made a mistake, re-raise."""
+        if not (self.policy(exc) or op is GET or op is HEALTH):
+            return False
+        self._stats.count(op, "error")
+        self.warnings.warn(
+            "cache %s failed on %r%s (%s: %s); the call was %s",
+            op,
+            self.backend_name,
+            self.where,
+            type(exc).__name__,
+            self.redact(str(exc)),
+            "a miss" if op is GET else "skipped",
+        )
+        return True
+
+    def hot_read_raised(self, breaker: Breaker, generation: int, exc: BaseException) -> Any:
+        """A hot-path read raised: record it on the breaker, then a miss (or re-raise
+        what is not an ``Exception``: cancellation, KeyboardInterrupt)."""
+        breaker._release(generation, exc, self.policy)
+        if not isinstance(exc, Exception):
+            raise exc
+        self.failed(GET, exc)
+        return UNAVAILABLE

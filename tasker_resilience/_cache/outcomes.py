@@ -1,0 +1,48 @@
+"""What each cache operation ended as: the counters behind ``CacheProvider.stats()``.
+
+One ``itertools.count`` per (operation, outcome): ``next()`` on it is atomic under the
+GIL and lock-free, so the hot path pays one C call per count.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Final
+
+from tasker_resilience._breakers.breaker import counter_value
+
+__all__ = ["DELETE_OP", "DELETE_PATTERN_OP", "GET", "HEALTH", "OPERATIONS", "SET", "CacheStats"]
+
+GET: Final = "get"
+SET: Final = "set"
+DELETE_OP: Final = "delete"
+DELETE_PATTERN_OP: Final = "delete_pattern"
+HEALTH: Final = "health_check"
+OPERATIONS: Final = (GET, SET, DELETE_OP, DELETE_PATTERN_OP, HEALTH)
+_OUTCOMES: Final = {
+    GET: ("hit", "miss", "error", "skipped_open"),
+    SET: ("ok", "error", "skipped_open"),
+    DELETE_OP: ("ok", "error", "skipped_open"),
+    DELETE_PATTERN_OP: ("ok", "error", "skipped_open"),
+    HEALTH: ("ok", "error", "skipped_open"),
+}
+
+
+class CacheStats:
+    """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open."""
+
+    def __init__(self) -> None:
+        self._counts = {op: {o: itertools.count() for o in _OUTCOMES[op]} for op in OPERATIONS}
+
+    def counter(self, op: str, outcome: str) -> itertools.count[int]:
+        """The counter itself, for a hot path to bind once and ``next()`` per call."""
+        return self._counts[op][outcome]
+
+    def count(self, op: str, outcome: str) -> None:
+        next(self._counts[op][outcome])
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {
+            op: {outcome: counter_value(c) for outcome, c in outcomes.items()}
+            for op, outcomes in self._counts.items()
+        }
