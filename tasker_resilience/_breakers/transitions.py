@@ -8,16 +8,25 @@ hot path pays one cached level check and builds no message.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pybreaker
-
-if TYPE_CHECKING:
-    from tasker_resilience._breakers.breaker import Breaker
 
 __all__ = ["BREAKER_LOGGER", "TransitionLogger", "log_rejected"]
 
 BREAKER_LOGGER = logging.getLogger("tasker_resilience.breaker")
+
+
+class _Rejecting(Protocol):
+    """What a rejection line needs of a breaker (``Breaker`` has it; this module sits
+    below ``breaker`` and must not import it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def retry_after_seconds(self) -> float | None: ...
 
 
 class TransitionLogger(pybreaker.CircuitBreakerListener):
@@ -34,7 +43,7 @@ class TransitionLogger(pybreaker.CircuitBreakerListener):
         )
 
 
-def log_rejected(breaker: Breaker) -> None:
+def log_rejected(breaker: _Rejecting) -> None:
     """One DEBUG line per rejected call; callers check ``isEnabledFor`` first."""
     BREAKER_LOGGER.debug(
         "circuit breaker %r is %s: call skipped (retry in %.3fs)",

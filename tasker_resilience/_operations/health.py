@@ -16,10 +16,11 @@ password in ``common.cache.redis.url`` can never leak through the endpoint.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 if TYPE_CHECKING:
-    from tasker_resilience._resilience import Resilience
+    from tasker_resilience._breakers.registry import BreakerRegistry
+    from tasker_resilience._cache.provider import CacheProvider
 
 __all__ = ["CACHE_BREAKER", "DEGRADED", "HEALTHY", "UNHEALTHY", "HealthStatus", "build_health"]
 
@@ -34,7 +35,17 @@ CACHE_BREAKER: Final = "cache"
 _log = logging.getLogger("tasker_resilience.health")
 
 
-def _cache_healthy(res: Resilience) -> bool:
+class Reporting(Protocol):
+    """What the report reads: a ``Resilience`` (which sits above this module and calls
+    it from ``health()``), or anything else holding a cache and its breakers."""
+
+    @property
+    def cache(self) -> CacheProvider: ...
+    @property
+    def breakers(self) -> BreakerRegistry: ...
+
+
+def _cache_healthy(res: Reporting) -> bool:
     cache = res.cache
     if not cache.enabled:
         # Switched off on purpose: nothing to be unhealthy about.
@@ -62,7 +73,7 @@ def _status(breakers: dict[str, dict[str, Any]], cache_healthy: bool) -> HealthS
     return status
 
 
-def build_health(res: Resilience) -> dict[str, Any]:
+def build_health(res: Reporting) -> dict[str, Any]:
     """The health report of ``res``; makes at most one short cache round trip.
 
     ``{"status": ..., "cache": {...}, "circuit_breakers": {name: {...}}}``; every value

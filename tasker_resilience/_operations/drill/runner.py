@@ -1,9 +1,9 @@
 """The outage drill: freeze a cache server under a steady load and watch the breaker work.
 
-This module runs it: the options, the live progress display and the phases. Where the
-outage happens (a private server, the in-process fault injector, or a server of yours
-that is only observed) is in ``_drill_targets``; what was measured and its text report
-in ``_drill_report``.
+This module runs the phases; its options are in ``options`` and the live display in
+``progress``. Where the outage happens (a private server, the in-process fault
+injector, or a server of yours that is only observed) is in ``targets``; what was
+measured and its text report in ``report``.
 
 Phases with a server it controls: warm-up, hang (server frozen until the breaker opens),
 open (still frozen), thaw (server back, breaker still open until its probe time),
@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final
 
 import pybreaker
 
+from tasker_resilience._operations.drill.options import DrillOptions
+from tasker_resilience._operations.drill.progress import Progress
 from tasker_resilience._operations.drill.report import DrillReport, PhaseResult, format_report
 from tasker_resilience._operations.drill.targets import (
     IN_PROCESS,
@@ -55,81 +55,6 @@ __all__ = [
 
 FROZEN_PHASES: Final = ("hang", "open")
 """Phases during which the server does not answer at all."""
-
-
-@dataclass(frozen=True)
-class DrillOptions:
-    """How the drill runs. Durations in seconds; defaults finish in about 10 s."""
-
-    url: str | None = None
-    """A server of yours to observe (never frozen). None: the drill brings its own."""
-    in_process: bool = False
-    """Use the in-process fault injector even when a server binary is on PATH."""
-    server_binary: str | None = None
-    """Path of the server binary to start (default: the first found on PATH)."""
-    rate: float = 200.0
-    """Operations offered per second (80 % get, 20 % set, one worker)."""
-    warmup: float = 1.5
-    outage: float = 3.0
-    """Seconds the server stays frozen after the breaker has opened."""
-    cooldown: float = 1.5
-    """Seconds of load after the breaker has closed again."""
-    duration: float = 10.0
-    """Observe mode only: how long to run the load against ``url``."""
-    socket_timeout: float = 0.2
-    connect_timeout: float = 0.2
-    failure_threshold: int = 5
-    open_timeout: float = 1.5
-    """The breaker's ``timeout_seconds``: time open before a half-open probe."""
-    success_threshold: int = 2
-    raw_samples: int = 3
-    """Calls made with a plain redis-py client against the frozen server, for the
-    "without the breaker" comparison."""
-
-    @property
-    def phase_limit(self) -> float:
-        """How long a phase that waits for the breaker may take before the drill gives up."""
-        return 4 * self.open_timeout + 20 * self.socket_timeout * self.failure_threshold + 5
-
-
-# --- progress --------------------------------------------------------------------------
-
-
-class Progress:
-    """Live progress on ``stream``: one rewritten line on a terminal, plain lines otherwise."""
-
-    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        self._enabled = enabled
-        self._tty = enabled and self._stream.isatty()
-        self._last_update = 0.0
-        self._start = time.perf_counter()
-
-    def event(self, message: str) -> None:
-        """A line that stays: a phase change, a transition."""
-        if not self._enabled:
-            return
-        elapsed = time.perf_counter() - self._start
-        clear = "\r\033[K" if self._tty else ""
-        self._stream.write(f"{clear}[{elapsed:5.1f}s] {message}\n")
-        self._stream.flush()
-
-    def status(self, phase: str, operations: int, state: str, retry_after: float | None) -> None:
-        """The rewritten status line (terminals only; at most 10 times a second)."""
-        now = time.perf_counter()
-        if not self._tty or now - self._last_update < 0.1:
-            return
-        self._last_update = now
-        retry = f", probe in {retry_after:.1f}s" if retry_after else ""
-        self._stream.write(
-            f"\r\033[K[{now - self._start:5.1f}s] {phase}: {operations} ops, breaker {state}{retry}"
-        )
-        self._stream.flush()
-
-    def done(self) -> None:
-        if self._tty:
-            self._stream.write("\r\033[K")
-            self._stream.flush()
 
 
 # --- running ---------------------------------------------------------------------------

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
 
     # Annotations only: ``_drill`` imports this module, so a run-time import would be a cycle.
-    from tasker_resilience._operations.drill.runner import DrillOptions, Progress
+    from tasker_resilience._operations.drill.options import DrillOptions
+    from tasker_resilience._operations.drill.progress import Progress
 
 __all__ = [
     "INJECTOR_BACKEND",
