@@ -18,10 +18,12 @@ import pybreaker
 
 from tasker_resilience import Resilience, breaker_guarded
 
+from .registry import Figure, Goal, Stage, StageContext
 from .timing import Case, round_order
 
 __all__ = [
     "REJECT_BREAKER",
+    "STAGES",
     "THREADS",
     "WORK_SECONDS",
     "ThreadResults",
@@ -167,3 +169,60 @@ def measure_threads(res: Resilience, *, rounds: int, reference_rounds: int) -> T
         wall_ms={n: statistics.median(v) * 1000 for n, v in wall.items()},
         rounds={n: len(v) for n, v in wall.items()},
     )
+
+
+# --- the stage run.py finds ---------------------------------------------------------------
+
+
+def _run_stage(ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    import tasker_resilience as tr
+
+    # Breakers only: a Resilience from default settings, no cache is ever built.
+    res = tr.Resilience(tr.Settings())
+    threads = measure_threads(
+        res, rounds=ctx.params["rounds"], reference_rounds=ctx.params["pybreaker_rounds"]
+    )
+    ratios = threads.ratios
+    figures = {
+        "threads32_ratio": round(ratios["tasker"], 4),
+        "pybreaker_threads32_ratio": round(ratios["pybreaker"], 4),
+        "threads32_ratio_unguarded": round(ratios["unguarded"], 4),
+    }
+    return figures, {"threads": threads.detail()}
+
+
+STAGES = (
+    Stage(
+        name="threads",
+        run=_run_stage,
+        order=30,
+        parameters={
+            "full": {"rounds": 41, "pybreaker_rounds": 5},
+            "quick": {"rounds": 5, "pybreaker_rounds": 2},
+        },
+        figures=(
+            Figure(
+                "threads32_ratio",
+                "x",
+                "32 threads released at once into one `@breaker_guarded` function that "
+                "sleeps 20 ms (I/O that releases the GIL): wall time until the last returns, "
+                "divided by one call's time. 1.00 means the calls ran fully in parallel.",
+            ),
+            Figure(
+                "pybreaker_threads32_ratio",
+                "x",
+                "The same through `pybreaker.CircuitBreaker.call`, which holds one lock "
+                "across the call (reference: close to 32).",
+            ),
+        ),
+        extra_figures=(
+            Figure(
+                "threads32_ratio_unguarded",
+                "x",
+                "The 32-thread ratio of the bare function: the floor set by starting and "
+                "waking 32 threads on this machine.",
+            ),
+        ),
+        goals=(Goal("threads32_ratio", "<=", 1.10, "no lock across the guarded call"),),
+    ),
+)

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .cases_breaker import REJECT_BREAKER, guarded_reject_case, pybreaker_reject_case
+from .registry import Figure, Goal, Stage, StageContext
 from .timing import Case, Comparison, acompare, compare, run_batch
 
 if TYPE_CHECKING:
     from tasker_resilience import Resilience
     from tasker_resilience._cache.provider import CacheProvider
 
-__all__ = ["CacheResults", "Freezable", "cache_overrides", "measure_cache"]
+__all__ = ["STAGES", "CacheResults", "Freezable", "cache_overrides", "measure_cache"]
 
 KEY = "bench:user:42"
 VALUE = {"id": 42, "name": "user-42", "active": True, "roles": ["reader"]}
@@ -308,3 +309,169 @@ def measure_cache(
         provider.close()
         loop.close()
     return results
+
+
+# --- the stage run.py finds ---------------------------------------------------------------
+
+
+def _r(value: float, digits: int = 4) -> float:
+    return round(value, digits)
+
+
+def _run_stage(ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    from tasker_resilience._operations.drill.local_server import LocalServer
+
+    params = ctx.params
+    # A private server on a free loopback port (never the shared one), always stopped.
+    with LocalServer(ctx.server_binary) as server:
+        server_info = {"kind": server.kind, "version": server.version()}
+        cache = measure_cache(
+            server.url,
+            server,
+            ctx.root,
+            rounds=params["closed_rounds"],
+            batch=params["closed_batch"],
+            open_rounds=params["open_rounds"],
+            open_batch=params["open_batch"],
+        )
+    assert cache.closed_sync is not None
+    assert cache.closed_async is not None
+    assert cache.open_sync is not None
+    assert cache.open_async is not None
+    hung = dict(cache.hung)
+    hung_detail = hung.pop("detail")
+    figures = {
+        "closed_get_ratio_sync": _r(cache.closed_sync.ratios["provider"]),
+        "closed_get_ratio_async": _r(cache.closed_async.ratios["provider"]),
+        "open_get_us": _r(cache.open_sync.per_call_us["provider.get"]),
+        "pybreaker_reject_us": _r(cache.open_sync.per_call_us["pybreaker"]),
+        "hung_call_ms": hung,
+        "closed_get_ratio_sync_vs_raw_bytes": _r(
+            cache.closed_sync.per_call_us["provider"] / cache.closed_sync.per_call_us["raw bytes"]
+        ),
+        "closed_get_ratio_async_vs_raw_bytes": _r(
+            cache.closed_async.per_call_us["provider"] / cache.closed_async.per_call_us["raw bytes"]
+        ),
+        "closed_get_raw_us": {
+            "sync": _r(cache.closed_sync.per_call_us["raw+decode"], 2),
+            "async": _r(cache.closed_async.per_call_us["raw+decode"], 2),
+        },
+        "closed_get_overhead_us": {
+            "sync": _r(cache.closed_sync.difference("provider", "raw+decode"), 3),
+            "async": _r(cache.closed_async.difference("provider", "raw+decode"), 3),
+        },
+        "open_aget_us": _r(cache.open_async.per_call_us["provider.aget"]),
+        "guarded_reject_us": _r(cache.open_sync.per_call_us["breaker_guarded"]),
+    }
+    details = {
+        "server": server_info,
+        "closed_sync": cache.closed_sync.detail(),
+        "closed_async": cache.closed_async.detail(),
+        "open_sync": cache.open_sync.detail(),
+        "open_async": cache.open_async.detail(),
+        "hung": hung_detail,
+    }
+    return figures, details
+
+
+STAGES = (
+    Stage(
+        name="cache",
+        run=_run_stage,
+        order=10,
+        # Rounds x batch sized for ~1 minute on 2 cores: enough rounds that the median
+        # ratio moves by well under the goal margins from run to run.
+        parameters={
+            "full": {
+                "closed_rounds": 1500,
+                "closed_batch": 20,
+                "open_rounds": 40,
+                "open_batch": 20_000,
+            },
+            "quick": {
+                "closed_rounds": 40,
+                "closed_batch": 20,
+                "open_rounds": 6,
+                "open_batch": 5_000,
+            },
+        },
+        figures=(
+            Figure(
+                "closed_get_ratio_sync",
+                "x",
+                "`CacheProvider.get` (breaker closed, hit) divided by a raw redis-py `GET` of "
+                "the same full key on the same client, pool and server, followed by the same "
+                "`serializer.loads` the provider applies. 1.00 means the breaker, key "
+                "prefixing, stats and error handling cost nothing measurable next to the "
+                "round trip.",
+            ),
+            Figure(
+                "closed_get_ratio_async",
+                "x",
+                "The same for `await CacheProvider.aget` against `await "
+                "redis.asyncio.Redis.get` (+ the same decode) on the provider's own asyncio "
+                "client.",
+            ),
+            Figure(
+                "open_get_us",
+                "µs",
+                "One `CacheProvider.get` while the cache breaker is open: the miss answered "
+                "without touching the network (the server's command counter is checked to "
+                "stay still). Includes the ~0.02 µs of the timing loop.",
+            ),
+            Figure(
+                "pybreaker_reject_us",
+                "µs",
+                "pybreaker 1.4 `CircuitBreaker.call` rejecting while open, with the "
+                "`try/except CircuitBreakerError` a caller needs to turn that into a miss; "
+                "timed interleaved with `open_get_us`.",
+            ),
+            Figure(
+                "hung_call_ms",
+                "ms",
+                "Cost of one cache read while the server is frozen by SIGSTOP: "
+                "`without_breaker` is the provider's own redis-py client (socket timeout "
+                "0.25 s, retries off) on its own; `with_breaker_after_trip` is "
+                "`CacheProvider.get` once the breaker has opened.",
+            ),
+        ),
+        extra_figures=(
+            Figure(
+                "closed_get_ratio_sync_vs_raw_bytes",
+                "x",
+                "`CacheProvider.get` against the raw `GET` alone (no decode): what the "
+                "decode adds on top of the provider's own cost. Not the goal figure: a raw "
+                "`GET` returns bytes no caller can use as the value.",
+            ),
+            Figure("closed_get_ratio_async_vs_raw_bytes", "x", "The same for `aget`."),
+            Figure(
+                "closed_get_raw_us",
+                "µs",
+                "The baseline of the closed ratios: one raw `GET` + decode over loopback, "
+                "sync and async. The ratio's denominator: the same provider cost weighs "
+                "more when the round trip is short (an idle machine) than when it is long "
+                "(a busy one).",
+            ),
+            Figure(
+                "closed_get_overhead_us",
+                "µs",
+                "What the provider adds to one closed `get`/`aget` (median per-round "
+                "difference to raw+decode): breaker admission and outcome, key prefix, stats.",
+            ),
+            Figure("open_aget_us", "µs", "`await CacheProvider.aget` while open."),
+            Figure(
+                "guarded_reject_us",
+                "µs",
+                "`@breaker_guarded(fallback=None)` rejecting while open (the generic guard, "
+                "not the cache provider).",
+            ),
+        ),
+        goals=(
+            Goal(
+                "closed_get_ratio_sync", "<=", 1.05, "the breaker must not cost speed when healthy"
+            ),
+            Goal("closed_get_ratio_async", "<=", 1.05, "the same for asyncio"),
+            Goal("open_get_us", "<=", 1.0, "an open circuit answers at once"),
+        ),
+    ),
+)

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .registry import Figure, Goal, Stage, StageContext
 from .timing import Case, Comparison, acompare, compare
 
-__all__ = ["MemoryResults", "measure_memory"]
+__all__ = ["STAGES", "MemoryResults", "measure_memory"]
 
 ARG = 42
 """The one argument every hit is timed with."""
@@ -139,3 +140,68 @@ def measure_memory(root: Path, *, rounds: int, batch: int) -> MemoryResults:
     finally:
         reset()
     return MemoryResults(sync, asyncs)
+
+
+# --- the stage run.py finds ---------------------------------------------------------------
+
+
+def _run_stage(ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    memory = measure_memory(ctx.root, rounds=ctx.params["rounds"], batch=ctx.params["batch"])
+    sync, asyncs = memory.sync, memory.asyncs
+    figures = {
+        "memory_hit_us": round(sync.per_call_us["tasker"], 4),
+        "cachetools_hit_us": round(sync.per_call_us["cachetools"], 4),
+        "memory_hit_ratio_vs_cachetools": round(sync.ratios["tasker"], 4),
+        "peer_hit_us": {
+            "dogpile": round(sync.per_call_us["dogpile"], 4),
+            "aiocache": round(asyncs.per_call_us["aiocache"], 4),
+            "cashews": round(asyncs.per_call_us["cashews"], 4),
+        },
+        "memory_hit_async_us": round(asyncs.per_call_us["tasker_async"], 4),
+    }
+    return figures, {"memory_sync": sync.detail(), "memory_async": asyncs.detail()}
+
+
+STAGES = (
+    Stage(
+        name="memory",
+        run=_run_stage,
+        order=20,
+        parameters={"full": {"rounds": 60, "batch": 4_000}, "quick": {"rounds": 8, "batch": 1_000}},
+        figures=(
+            Figure(
+                "memory_hit_us",
+                "µs",
+                "A hit through `@tr.cached` on the `memory` backend: key built from the "
+                "arguments, TTL and LRU bookkeeping under a lock, and the value handed out "
+                "under the default copy policy (the caller gets its own copy).",
+            ),
+            Figure(
+                "cachetools_hit_us",
+                "µs",
+                "A hit through `cachetools.cached(TTLCache(...), lock=threading.Lock())` on "
+                "the same function; it returns the stored object itself (no copy, no decode).",
+            ),
+            Figure(
+                "memory_hit_ratio_vs_cachetools",
+                "x",
+                "`memory_hit_us / cachetools_hit_us`, as the median of the per-round ratios.",
+            ),
+            Figure(
+                "peer_hit_us",
+                "µs",
+                "The same hit through peers: dogpile.cache memory region (sync, "
+                "`cache_on_arguments`), aiocache `SimpleMemoryCache` (`@cached`, awaited) and "
+                "cashews `mem://` (`@cache`, awaited). Recorded, no goal.",
+            ),
+        ),
+        extra_figures=(
+            Figure(
+                "memory_hit_async_us", "µs", "`@tr.cached` hit on an `async def` (memory backend)."
+            ),
+        ),
+        goals=(
+            Goal("memory_hit_ratio_vs_cachetools", "<=", 2.0, "the in-process cache stays cheap"),
+        ),
+    ),
+)

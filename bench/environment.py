@@ -19,6 +19,7 @@ _PACKAGES = (
     "pybreaker",
     "cachetools",
     "dogpile.cache",
+    "circuitbreaker",
     "aiocache",
     "cashews",
 )

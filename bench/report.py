@@ -2,176 +2,38 @@
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = [
-    "FIGURES",
-    "GOALS",
-    "REQUIRED_KEYS",
-    "evaluate_goals",
-    "render_markdown",
-    "render_table",
-]
+from bench.registry import Figure, Goal, Stage, lookup
+
+__all__ = ["evaluate_goals", "render_markdown", "render_table", "required_keys"]
 
 
-@dataclass(frozen=True)
-class Figure:
-    key: str
-    unit: str
-    meaning: str
+def _figures(stages: Sequence[Stage]) -> tuple[Figure, ...]:
+    return tuple(figure for stage in stages for figure in stage.figures)
 
 
-@dataclass(frozen=True)
-class Goal:
-    key: str
-    op: str
-    limit: float
-    why: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.op} {self.limit:g}"
-
-    def holds(self, value: float) -> bool:
-        compare: Callable[[float, float], bool] = {"<=": operator.le, ">=": operator.ge}[self.op]
-        return compare(value, self.limit)
+def _extra_figures(stages: Sequence[Stage]) -> tuple[Figure, ...]:
+    return tuple(figure for stage in stages for figure in stage.extra_figures)
 
 
-FIGURES: tuple[Figure, ...] = (
-    Figure(
-        "closed_get_ratio_sync",
-        "x",
-        "`CacheProvider.get` (breaker closed, hit) divided by a raw redis-py `GET` of the same "
-        "full key on the same client, pool and server, followed by the same "
-        "`serializer.loads` the provider applies. 1.00 means the breaker, key prefixing, "
-        "stats and error handling cost nothing measurable next to the round trip.",
-    ),
-    Figure(
-        "closed_get_ratio_async",
-        "x",
-        "The same for `await CacheProvider.aget` against `await redis.asyncio.Redis.get` "
-        "(+ the same decode) on the provider's own asyncio client.",
-    ),
-    Figure(
-        "open_get_us",
-        "µs",
-        "One `CacheProvider.get` while the cache breaker is open: the miss answered "
-        "without touching the network (the server's command counter is checked to "
-        "stay still). Includes the ~0.02 µs of the timing loop.",
-    ),
-    Figure(
-        "pybreaker_reject_us",
-        "µs",
-        "pybreaker 1.4 `CircuitBreaker.call` rejecting while open, with the "
-        "`try/except CircuitBreakerError` a caller needs to turn that into a miss; "
-        "timed interleaved with `open_get_us`.",
-    ),
-    Figure(
-        "memory_hit_us",
-        "µs",
-        "A hit through `@tr.cached` on the `memory` backend: key built from the bound "
-        "arguments (type-tagged, BLAKE2b; remembered for repeated small str/int "
-        "arguments), TTL and LRU bookkeeping under a lock, a fresh value rebuilt from a "
-        "`marshal` image of the decoded JSON (the caller gets its own copy).",
-    ),
-    Figure(
-        "cachetools_hit_us",
-        "µs",
-        "A hit through `cachetools.cached(TTLCache(...), lock=threading.Lock())` on the "
-        "same function; it returns the stored object itself (no copy, no decode).",
-    ),
-    Figure(
-        "memory_hit_ratio_vs_cachetools",
-        "x",
-        "`memory_hit_us / cachetools_hit_us`, as the median of the per-round ratios.",
-    ),
-    Figure(
-        "peer_hit_us",
-        "µs",
-        "The same hit through peers: dogpile.cache memory region (sync, "
-        "`cache_on_arguments`), aiocache `SimpleMemoryCache` (`@cached`, awaited) and "
-        "cashews `mem://` (`@cache`, awaited). Recorded, no goal.",
-    ),
-    Figure(
-        "hung_call_ms",
-        "ms",
-        "Cost of one cache read while the server is frozen by SIGSTOP: "
-        "`without_breaker` is the provider's own redis-py client (socket timeout "
-        "0.25 s, retries off) on its own; `with_breaker_after_trip` is "
-        "`CacheProvider.get` once the breaker has opened.",
-    ),
-    Figure(
-        "threads32_ratio",
-        "x",
-        "32 threads released at once into one `@breaker_guarded` function that sleeps "
-        "20 ms (I/O that releases the GIL): wall time until the last returns, divided "
-        "by one call's time. 1.00 means the calls ran fully in parallel.",
-    ),
-    Figure(
-        "pybreaker_threads32_ratio",
-        "x",
-        "The same through `pybreaker.CircuitBreaker.call`, which holds one lock across "
-        "the call (reference: close to 32).",
-    ),
-)
-
-EXTRA_FIGURES: tuple[Figure, ...] = (
-    Figure(
-        "closed_get_ratio_sync_vs_raw_bytes",
-        "x",
-        "`CacheProvider.get` against the raw `GET` alone (no decode): what the decode "
-        "adds on top of the provider's own cost. Not the goal figure: a raw `GET` "
-        "returns bytes no caller can use as the value.",
-    ),
-    Figure("closed_get_ratio_async_vs_raw_bytes", "x", "The same for `aget`."),
-    Figure(
-        "closed_get_raw_us",
-        "µs",
-        "The baseline of the closed ratios: one raw `GET` + decode over loopback, sync "
-        "and async. The ratio's denominator: the same provider cost weighs more when "
-        "the round trip is short (an idle machine) than when it is long (a busy one).",
-    ),
-    Figure(
-        "closed_get_overhead_us",
-        "µs",
-        "What the provider adds to one closed `get`/`aget` (median per-round "
-        "difference to raw+decode): breaker admission and outcome, key prefix, stats.",
-    ),
-    Figure("open_aget_us", "µs", "`await CacheProvider.aget` while open."),
-    Figure(
-        "guarded_reject_us",
-        "µs",
-        "`@breaker_guarded(fallback=None)` rejecting while open (the generic guard, "
-        "not the cache provider).",
-    ),
-    Figure("memory_hit_async_us", "µs", "`@tr.cached` hit on an `async def` (memory backend)."),
-    Figure(
-        "threads32_ratio_unguarded",
-        "x",
-        "The 32-thread ratio of the bare function: the floor set by starting and "
-        "waking 32 threads on this machine.",
-    ),
-)
-
-GOALS: tuple[Goal, ...] = (
-    Goal("closed_get_ratio_sync", "<=", 1.05, "the breaker must not cost speed when healthy"),
-    Goal("closed_get_ratio_async", "<=", 1.05, "the same for asyncio"),
-    Goal("open_get_us", "<=", 1.0, "an open circuit answers at once"),
-    Goal("memory_hit_ratio_vs_cachetools", "<=", 2.0, "the in-process cache stays cheap"),
-    Goal("threads32_ratio", "<=", 1.10, "no lock across the guarded call"),
-)
-
-REQUIRED_KEYS: tuple[str, ...] = tuple(figure.key for figure in FIGURES)
+def _goals(stages: Sequence[Stage]) -> tuple[Goal, ...]:
+    return tuple(goal for stage in stages for goal in stage.goals)
 
 
-def evaluate_goals(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def required_keys(stages: Sequence[Stage]) -> tuple[str, ...]:
+    """The top-level keys a complete run writes (the figures with a table row)."""
+    return tuple(figure.key for figure in _figures(stages))
+
+
+def evaluate_goals(
+    results: Mapping[str, Any], stages: Sequence[Stage]
+) -> dict[str, dict[str, Any]]:
     """``{key: {"goal": "<= 1.05", "value": ..., "pass": bool}}`` for every goal."""
     verdicts: dict[str, dict[str, Any]] = {}
-    for goal in GOALS:
-        value = results.get(goal.key)
+    for goal in _goals(stages):
+        value = lookup(results, goal.key)
         verdicts[goal.key] = {
             "goal": goal.text,
             "value": value,
@@ -195,29 +57,37 @@ def _format(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _verdict(goals: Mapping[str, Any], key: str) -> tuple[str, str]:
+    """The goal and result cells of a figure: its own goal, or a summary of the goals
+    on its parts (``key.part...``)."""
+    own = goals.get(key)
+    if own is not None:
+        return own["goal"], "held" if own["pass"] else "MISSED"
+    parts = [verdict for name, verdict in goals.items() if name.startswith(key + ".")]
+    if not parts:
+        return "-", "-"
+    missed = sum(not verdict["pass"] for verdict in parts)
+    return (
+        f"{len(parts)} goals (below)",
+        "held" if not missed else f"MISSED {missed} of {len(parts)}",
+    )
+
+
 def _rows(results: Mapping[str, Any], figures: tuple[Figure, ...]) -> list[tuple[str, ...]]:
     goals = results.get("goals", {})
-    rows: list[tuple[str, ...]] = []
-    for figure in figures:
-        verdict = goals.get(figure.key)
-        rows.append(
-            (
-                figure.key,
-                _format(results.get(figure.key)),
-                figure.unit,
-                verdict["goal"] if verdict else "-",
-                ("held" if verdict["pass"] else "MISSED") if verdict else "-",
-            )
-        )
-    return rows
+    return [
+        (figure.key, _format(results.get(figure.key)), figure.unit, *_verdict(goals, figure.key))
+        for figure in figures
+    ]
 
 
 _HEADER = ("figure", "value", "unit", "goal", "result")
 
 
-def render_table(results: Mapping[str, Any]) -> str:
+def render_table(results: Mapping[str, Any], stages: Sequence[Stage]) -> str:
     """A plain-text table for the terminal."""
-    rows = [_HEADER, *_rows(results, FIGURES), *_rows(results, EXTRA_FIGURES)]
+    figures = _figures(stages)
+    rows = [_HEADER, *_rows(results, figures), *_rows(results, _extra_figures(stages))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
     lines = []
     for index, row in enumerate(rows):
@@ -226,7 +96,7 @@ def render_table(results: Mapping[str, Any]) -> str:
         )
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
-        if index == len(FIGURES):
+        if index == len(figures):
             lines.append("  (extra figures, no goal)")
     return "\n".join(lines)
 
@@ -238,8 +108,9 @@ def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]
     return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
 
 
-def render_markdown(results: Mapping[str, Any]) -> str:
+def render_markdown(results: Mapping[str, Any], stages: Sequence[Stage]) -> str:
     """``docs/benchmarks.md``."""
+    figures, extra_figures = _figures(stages), _extra_figures(stages)
     meta = results["metadata"]
     machine = meta["machine"]
     versions = meta["versions"]
@@ -294,11 +165,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "",
         "## Results",
         "",
-        *_md_table(_HEADER, _rows(results, FIGURES)),
+        *_md_table(_HEADER, _rows(results, figures)),
         "",
         "Extra figures (context, no goal):",
         "",
-        *_md_table(_HEADER, _rows(results, EXTRA_FIGURES)),
+        *_md_table(_HEADER, _rows(results, extra_figures)),
         "",
         "## Goals",
         "",
@@ -321,7 +192,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "## What each figure means",
         "",
     ]
-    for figure in (*FIGURES, *EXTRA_FIGURES):
+    for figure in (*figures, *extra_figures):
         out.append(f"- **`{figure.key}`** ({figure.unit}): {figure.meaning}")
     out += [
         "",
