@@ -18,7 +18,9 @@ from tasker_resilience._cache.backends.contract import (
     CacheBackend,
     InProcessAsyncMixin,
     register_backend,
+    unregister_backend,
 )
+from tasker_resilience._cache.backends.memory_backend import glob_to_regex
 from tasker_resilience._cache.cached import CachedFunction, cached
 from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import SerializationError
@@ -55,8 +57,10 @@ __all__ = [
     "current",
     "failure_policy",
     "get_breaker",
+    "glob_to_regex",
     "health_asgi_app",
     "health_wsgi_app",
     "register_backend",
     "register_metrics",
+    "unregister_backend",
 ]

@@ -10,14 +10,31 @@ from typing import TYPE_CHECKING, Any
 
 from tasker_resilience._breakers.breaker import Breaker, Clock
 from tasker_resilience._breakers.registry import BreakerRegistry, StorageFactory
-from tasker_resilience._cache.backends.contract import known_backend_names
-from tasker_resilience._config.layers import load_settings
-from tasker_resilience._config.schema import Settings, parse_settings
+from tasker_resilience._cache.backends.contract import (
+    BackendFactory,
+    import_plugins,
+    known_backend_names,
+)
+from tasker_resilience._config.layers import LoadedSettings, load_settings
+from tasker_resilience._config.schema import (
+    PLUGINS_KEY,
+    Settings,
+    parse_settings,
+    plugin_modules,
+)
 
 if TYPE_CHECKING:
     from tasker_resilience._cache.provider import CacheProvider
 
-__all__ = ["Resilience", "configure", "current", "get_breaker", "reset_current"]
+__all__ = [
+    "Resilience",
+    "configure",
+    "current",
+    "get_breaker",
+    "install_current",
+    "load_validated",
+    "reset_current",
+]
 
 
 class Resilience:
@@ -34,6 +51,7 @@ class Resilience:
         clock: Clock = time.monotonic,
         storage_factory: StorageFactory | None = None,
         sources: Mapping[str, str] | None = None,
+        backend_factory: BackendFactory | None = None,
     ) -> None:
         self.settings = settings
         self.sources: Mapping[str, str] = dict(sources or {})
@@ -48,6 +66,8 @@ class Resilience:
             self.breakers.get(name)
         self._cache: CacheProvider | None = None
         self._cache_lock = threading.Lock()
+        # None: the factory registered for settings.cache.backend (tests inject fakes).
+        self._backend_factory = backend_factory
 
     @property
     def cache(self) -> CacheProvider:
@@ -58,7 +78,9 @@ class Resilience:
                 if self._cache is None:
                     from tasker_resilience._cache.provider import CacheProvider
 
-                    self._cache = CacheProvider.from_config(self.settings.cache, self.breakers)
+                    self._cache = CacheProvider.from_config(
+                        self.settings.cache, self.breakers, factory=self._backend_factory
+                    )
                 cache = self._cache
         return cache
 
@@ -85,6 +107,20 @@ _current: Resilience | None = None
 _current_lock = threading.RLock()
 
 
+def load_validated(
+    env: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    root: str | PathLike[str] | None = None,
+) -> tuple[LoadedSettings, Settings]:
+    """Read the layered settings, import the ``common.cache.plugins`` modules (their
+    backends become known names), and validate. Raises :class:`ConfigurationError`."""
+    loaded = load_settings(env, overrides, root=root)
+    import_plugins(plugin_modules(loaded.data), setting=PLUGINS_KEY)
+    settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
+    return loaded, settings
+
+
 def configure(
     env: str | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -100,12 +136,12 @@ def configure(
     over every layer; ``root`` is where ``config/tasker`` and ``settings.toml`` live
     (default ``$TASKER_CONFIG_ROOT``, else the working directory); ``clock`` replaces
     ``time.monotonic`` for breaker timing (tests). With ``install=False`` the result is
-    returned without replacing the process-wide one.
+    returned without replacing the process-wide one. The modules listed in
+    ``common.cache.plugins`` are imported first, so the backends they register are known.
 
     Raises :class:`ConfigurationError` naming the key, the value and what is allowed.
     """
-    loaded = load_settings(env, overrides, root=root)
-    settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
+    loaded, settings = load_validated(env, overrides, root=root)
     resilience = Resilience(
         settings,
         clock=clock or time.monotonic,
@@ -114,12 +150,17 @@ def configure(
     )
     resilience.cache  # noqa: B018  # build now: start-up state is decided (and logged) here
     if install:
-        global _current
-        with _current_lock:
-            previous, _current = _current, resilience
-        if previous is not None:
-            previous.close()
+        install_current(resilience)
     return resilience
+
+
+def install_current(resilience: Resilience) -> None:
+    """Make ``resilience`` the process-wide one, closing the one it replaces."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, resilience
+    if previous is not None and previous is not resilience:
+        previous.close()
 
 
 def current() -> Resilience:

@@ -23,7 +23,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from tasker_resilience._breakers.breaker import CLOSED, Breaker, StateName
-from tasker_resilience._cache.backends.contract import CacheBackend, backend_factory
+from tasker_resilience._cache.backends.contract import (
+    BackendFactory,
+    CacheBackend,
+    backend_factory,
+)
 from tasker_resilience._cache.backends.memory_backend import MemoryBackend, MemoryEntry, NoopBackend
 from tasker_resilience._cache.faults import CACHE_LOGGER, UNAVAILABLE, CacheFaults
 from tasker_resilience._cache.invalidations import (
@@ -105,8 +109,15 @@ class CacheProvider:
         )
 
     @classmethod
-    def from_config(cls, config: CacheConfig, breakers: BreakerRegistry) -> CacheProvider:
-        """Build the configured backend and, for a distributed one, guard it with the
+    def from_config(
+        cls,
+        config: CacheConfig,
+        breakers: BreakerRegistry,
+        *,
+        factory: BackendFactory | None = None,
+    ) -> CacheProvider:
+        """Build the configured backend (with ``factory`` if given, else the one
+        registered for ``config.backend``) and, for a distributed one, guard it with the
         registry's ``cache`` breaker. One health check runs now: if it fails, the
         breaker starts open (a WARNING says so) and probes after ``timeout_seconds``."""
         common: dict[str, Any] = {
@@ -118,7 +129,7 @@ class CacheProvider:
         }
         if not config.enabled:
             return cls(NoopBackend(name=config.backend), enabled=False, **common)
-        backend = backend_factory(config.backend)(config)
+        backend = (factory or backend_factory(config.backend))(config)
         breaker = breakers.get(CACHE_BREAKER) if backend.distributed else None
         provider = cls(backend, breaker=breaker, **common)
         if breaker is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +19,7 @@ from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_COMPONENT_CONFIGS",
+    "PLUGINS_KEY",
     "REDIS_URL_SCHEMES",
     "BreakerConfig",
     "BreakersConfig",
@@ -26,6 +28,7 @@ __all__ = [
     "RedisConfig",
     "Settings",
     "parse_settings",
+    "plugin_modules",
 ]
 
 
@@ -119,6 +122,8 @@ class CacheConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     backend_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """The raw ``[common.cache.<backend>]`` table, for user-registered backends."""
+    plugins: tuple[str, ...] = ()
+    """Modules imported before validation, so the backends they register are known."""
 
 
 @dataclass(frozen=True)
@@ -301,7 +306,35 @@ _CACHE_SCALARS = (
     "key_prefix",
     "serializer",
     "max_pending_invalidations",
+    "plugins",
 )
+
+PLUGINS_KEY = "common.cache.plugins"
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def plugin_modules(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """The module names in ``common.cache.plugins`` of merged raw settings.
+
+    A list of dotted module names, or one string of comma-separated names (handy in
+    ``TASKER_COMMON__CACHE__PLUGINS``). Nothing is imported here.
+    """
+    common = raw.get("common")
+    cache = common.get("cache") if isinstance(common, Mapping) else None
+    value = cache.get("plugins", ()) if isinstance(cache, Mapping) else ()
+    items: object = value.split(",") if isinstance(value, str) else value
+    allowed = 'a list of module names to import, e.g. ["myapp.cache"]'
+    if not isinstance(items, (list, tuple)):
+        raise ConfigurationError(PLUGINS_KEY, value, allowed)
+    names: list[str] = []
+    for item in items:
+        name = item.strip() if isinstance(item, str) else item
+        if name == "" and isinstance(value, str):
+            continue  # "a.b," or an empty variable: nothing to import
+        if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
+            raise ConfigurationError(PLUGINS_KEY, item, allowed)
+        names.append(name)
+    return tuple(names)
 
 
 def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
@@ -355,6 +388,7 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
             )
         ),
         backend_options=MappingProxyType(dict(options)),
+        plugins=plugin_modules({"common": {"cache": table}}),
     )
 
 

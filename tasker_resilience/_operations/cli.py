@@ -133,6 +133,28 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "--root",
         help="where config/tasker and settings.toml live (default $TASKER_CONFIG_ROOT or .)",
     )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so the cache backends it registers are known "
+        "(repeatable; the current directory is importable; see also common.cache.plugins)",
+    )
+
+
+def _import_requested(args: argparse.Namespace) -> None:
+    """Import ``--import`` modules; a failure is a configuration error naming the module."""
+    from tasker_resilience._cache.backends.contract import import_plugins
+
+    # A console script's sys.path starts at its bin/ directory, not where the user
+    # stands; the user's own package (myapp/cache.py) is expected to import from here,
+    # as with ``python -m``. Settings plugins (common.cache.plugins) benefit too.
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    import_plugins(args.imports, setting="--import")
 
 
 # --- drill -----------------------------------------------------------------------------
@@ -184,6 +206,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _health(args: argparse.Namespace) -> int:
     from tasker_resilience._resilience import configure
 
+    _import_requested(args)
     res = configure(env=args.env, root=args.root)
     if not args.serve:
         report = res.health()
@@ -248,12 +271,10 @@ def _source(key: str, sources: Mapping[str, str], root: Path) -> str:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from tasker_resilience._cache.backends.contract import known_backend_names
-    from tasker_resilience._config.layers import load_settings
-    from tasker_resilience._config.schema import parse_settings
+    from tasker_resilience._resilience import load_validated
 
-    loaded = load_settings(args.env, root=args.root)
-    settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
+    _import_requested(args)
+    loaded, settings = load_validated(args.env, root=args.root)
     flat: dict[str, Any] = {}
     for section in ("circuit_breakers", "cache"):
         _effective(getattr(settings, section), f"common.{section}", flat)

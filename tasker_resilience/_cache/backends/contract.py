@@ -4,15 +4,24 @@ A backend stores bytes under full keys (the provider has already applied
 ``key_prefix`` and serialised the value). It raises on failure; the provider and
 the ``cache`` breaker decide what a failure means for the caller. Built-in backends
 are imported lazily, by dotted path, so an unused client library is never imported.
+
+Where a name is looked up, first wins: backends registered in code
+(:func:`register_backend`, which may replace a built-in name when asked to), the
+built-in names, then entry points in the ``tasker_resilience.cache_backends`` group.
+Code registered in a module nobody imports is invisible to a process that only
+reads settings (the ``tasker-resilience`` command): ``common.cache.plugins`` lists
+modules that :func:`import_plugins` imports before the settings are validated.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
+
+from tasker_resilience._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -23,8 +32,10 @@ __all__ = [
     "CacheBackend",
     "InProcessAsyncMixin",
     "backend_factory",
+    "import_plugins",
     "known_backend_names",
     "register_backend",
+    "unregister_backend",
 ]
 
 ENTRY_POINT_GROUP = "tasker_resilience.cache_backends"
@@ -32,19 +43,61 @@ ENTRY_POINT_GROUP = "tasker_resilience.cache_backends"
 
 @runtime_checkable
 class CacheBackend(Protocol):
-    """What a cache backend provides. Sync and async twins of each operation."""
+    """What a cache backend provides: six operations, each with an ``a``-prefixed
+    asyncio twin of the same signature, plus :meth:`is_backend_failure`.
+
+    Keys are ``str`` (already prefixed: ``key_prefix:...``), values are ``bytes``
+    (already serialised; ``b""`` is a value, not a miss). Operations raise when the
+    backend fails; they never swallow errors (the provider does that, and counts them
+    against the ``cache`` breaker when :meth:`is_backend_failure` says so). A backend
+    with nothing to await subclasses :class:`InProcessAsyncMixin` for the twins.
+
+    ``tasker_resilience.testing.BackendConformance`` checks all of this.
+    """
 
     name: str
     """The configured name (``"dragonfly"`` for the alias, not ``"redis"``)."""
     distributed: bool
     """True when the data lives in another process; only then is a breaker needed."""
 
-    def get(self, key: str) -> bytes | None: ...
-    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None: ...
-    def delete(self, key: str) -> None: ...
-    def delete_pattern(self, pattern: str) -> int: ...
-    def health_check(self) -> bool: ...
-    def close(self) -> None: ...
+    def get(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``; ``None`` when absent or expired."""
+        ...
+
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        """Store ``value`` under ``key``, replacing any earlier value and TTL.
+
+        ``ttl_seconds`` is a float > 0, kept to at least millisecond precision (0.5 means
+        half a second, never rounded down to "no expiry" or "expired"); ``None`` means
+        the entry never expires, clearing a TTL an earlier ``set`` gave it.
+        """
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; deleting an absent key is not an error."""
+        ...
+
+    def delete_pattern(self, pattern: str) -> int:
+        """Remove every live key matching the glob ``pattern``; returns how many.
+
+        The syntax is Redis ``SCAN MATCH``'s, matched against the whole key: ``*`` any
+        run of characters (``:`` included), ``?`` one character, ``[abc]`` / ``[^abc]``
+        / ``[a-z]`` classes, and a backslash makes the next character literal
+        (``user\\*`` matches only the key ``user*``). Every other character, regex
+        metacharacters included, is literal. Expired keys are not counted.
+        ``tasker_resilience.glob_to_regex`` implements exactly this for in-process
+        backends (``fnmatch`` does not: it has no escapes).
+        """
+        ...
+
+    def health_check(self) -> bool:
+        """True when the backend answers now (a ``PING``); False or an exception
+        (a backend failure) when it does not."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the backend may be used again afterwards (it reconnects)."""
+        ...
 
     async def aget(self: _SyncOperations, key: str) -> bytes | None: ...
     async def aset(
@@ -53,11 +106,17 @@ class CacheBackend(Protocol):
     async def adelete(self: _SyncOperations, key: str) -> None: ...
     async def adelete_pattern(self: _SyncOperations, pattern: str) -> int: ...
     async def ahealth_check(self: _SyncOperations) -> bool: ...
-    async def aclose(self: _SyncOperations) -> None: ...
+    async def aclose(self: _SyncOperations) -> None:
+        """Release the connections of the running event loop."""
+        ...
 
     def is_backend_failure(self, exc: BaseException) -> bool:
-        """True when ``exc`` means the backend is unwell (counts against the breaker);
-        False for caller mistakes, which propagate without tripping."""
+        """True when ``exc`` (raised by one of the operations above) means the backend
+        is unwell: unreachable, timed out, busy, read-only... Those count against the
+        ``cache`` breaker and are answered as a miss. False for caller mistakes
+        (``TypeError``, ``ValueError``, a rejected command), which propagate to the
+        caller and never trip the breaker. ``asyncio.CancelledError`` and
+        ``KeyboardInterrupt`` are never asked about."""
         ...
 
 
@@ -114,26 +173,57 @@ _registered: dict[str, BackendFactory] = {}
 _lock = threading.Lock()
 
 
-def register_backend(name: str, factory: BackendFactory) -> None:
+def register_backend(name: str, factory: BackendFactory, *, replace: bool = False) -> None:
     """Make ``backend = "<name>"`` build its backend with ``factory(cache_config)``.
 
-    Built-in names cannot be replaced: ``redis`` must mean redis everywhere.
+    A name already taken (a built-in such as ``redis``, or an earlier registration
+    with another factory) is refused unless ``replace=True``: replacing ``redis`` must
+    be a decision, not an accident. :func:`unregister_backend` undoes it.
     """
     key = name.strip().lower() if isinstance(name, str) else ""
     if not key:
         raise ValueError(f"a backend name must be a non-empty string, not {name!r}")
-    if key in _BUILTIN:
-        raise ValueError(f"{key!r} is a built-in backend name; choose another name")
     if not callable(factory):
         raise TypeError(f"factory for backend {key!r} must be callable, not {factory!r}")
     with _lock:
+        if not replace:
+            if key in _BUILTIN and key not in _registered:
+                raise ValueError(
+                    f"{key!r} is a built-in backend name; choose another name, "
+                    "or pass replace=True to replace the built-in"
+                )
+            earlier = _registered.get(key)
+            if earlier is not None and earlier is not factory:
+                raise ValueError(
+                    f"backend {key!r} is already registered (factory {earlier!r}); "
+                    "pass replace=True to replace it"
+                )
         _registered[key] = factory
 
 
 def unregister_backend(name: str) -> None:
-    """Forget a backend added by :func:`register_backend` (tests)."""
+    """Forget a backend added by :func:`register_backend`; a replaced built-in name
+    means the built-in again."""
     with _lock:
         _registered.pop(name.strip().lower(), None)
+
+
+def import_plugins(modules: Iterable[str], *, setting: str) -> None:
+    """Import each module (which registers its backends when imported).
+
+    Raises :class:`ConfigurationError` naming ``setting`` (where the list came from)
+    and the module that failed, with the import error.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any failure of the user's module is a setting error
+            raise ConfigurationError(
+                setting,
+                module,
+                f"a module that can be imported; importing it failed with "
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
 
 
 def _entry_point_names() -> set[str]:
@@ -158,12 +248,12 @@ def _import_path(path: str) -> BackendFactory:
 def backend_factory(name: str) -> BackendFactory:
     """The factory for ``name``; raises ``LookupError`` naming the known names."""
     key = name.strip().lower()
-    if key in _BUILTIN:
-        return _import_path(_BUILTIN[key])
     with _lock:
         factory = _registered.get(key)
     if factory is not None:
         return factory
+    if key in _BUILTIN:
+        return _import_path(_BUILTIN[key])
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name.lower() == key:
             loaded: BackendFactory = ep.load()
