@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test lint drill bench format clean
+.PHONY: test test-newest test-all lint drill bench format clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ needed"'
@@ -25,6 +25,39 @@ $(BENCH_STAMP): $(STAMP)
 ## test: the whole suite (unit, integration against a real server, fault drills)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The newest CPython pyenv has here (3.14 when installed): the unit suite runs under it
+# with DeprecationWarning as an error, so an API removed in the next release (like
+# itertools pickling in 3.14) fails here first. Empty where pyenv is absent (GitHub CI
+# runs every version in its matrix instead).
+NEWEST_PYTHON ?= $(shell command -v pyenv >/dev/null 2>&1 && \
+	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.[0-9]+\.[0-9]+$$' | sort -V | tail -1) && \
+	[ -n "$$v" ] && echo "$$(pyenv root)/versions/$$v/bin/python")
+NEWEST_VENV := .venv-newest
+# Bounded: a hung test must not hold CI; the whole unit suite takes well under this.
+NEWEST_TIME_LIMIT ?= 900
+
+$(NEWEST_VENV)/.installed-test: pyproject.toml
+	@test -n "$(NEWEST_PYTHON)" || { echo "no pyenv Python found"; exit 1; }
+	rm -rf $(NEWEST_VENV)
+	$(NEWEST_PYTHON) -m venv $(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(NEWEST_VENV)/bin/python -m pip install -q -e '.[test,prometheus]'
+	touch $@
+
+## test-newest: the unit suite under the newest pyenv CPython, DeprecationWarning = error
+test-newest:
+	@if [ -z "$(NEWEST_PYTHON)" ]; then \
+		echo "test-newest: no pyenv CPython on this machine; skipped (CI's matrix covers it)"; \
+	else \
+		$(MAKE) --no-print-directory $(NEWEST_VENV)/.installed-test && \
+		$(NEWEST_VENV)/bin/python -V && \
+		timeout $(NEWEST_TIME_LIMIT) $(NEWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+			-W error::DeprecationWarning --ignore=tests/integration $(PYTEST_ARGS); \
+	fi
+
+## test-all: `make test`, then the unit suite under the newest CPython (what .ci/run runs)
+test-all: test test-newest
 
 ## lint: ruff (lint + format check) and mypy strict
 lint: $(STAMP)
@@ -45,4 +78,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(NEWEST_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -167,8 +167,14 @@ def test_stats_count_outcomes(cache: CacheProvider, backend: CountingBackend) ->
     cache.get("a")
     cache.set("a", 1)
     stats = cache.stats()
-    assert stats["get"] == {"hit": 1, "miss": 1, "error": 3, "skipped_open": 1}
-    assert stats["set"] == {"ok": 1, "error": 0, "skipped_open": 1}
+    assert stats["get"] == {
+        "hit": 1,
+        "miss": 1,
+        "error": 3,
+        "skipped_open": 1,
+        "pool_exhausted": 0,
+    }
+    assert stats["set"] == {"ok": 1, "error": 0, "skipped_open": 1, "pool_exhausted": 0}
     assert stats["delete"]["ok"] == 1
     assert stats["delete_pattern"]["ok"] == 1
     assert stats["health_check"]["ok"] == 2  # with the start-up check
@@ -656,7 +662,13 @@ def test_memory_hits_after_overwrite_and_delete_see_the_new_state(clock: ManualC
     assert cache.get("k") == cache.get("k") == {"two": 2}
     cache.delete("k")
     assert cache.get("k") is None
-    assert cache.stats()["get"] == {"hit": 4, "miss": 1, "error": 0, "skipped_open": 0}
+    assert cache.stats()["get"] == {
+        "hit": 4,
+        "miss": 1,
+        "error": 0,
+        "skipped_open": 0,
+        "pool_exhausted": 0,
+    }
 
 
 def test_memory_unreadable_entry_is_a_miss(clock: ManualClock) -> None:

@@ -22,7 +22,12 @@ from typing import Any, Final, Literal, TypeVar
 import pybreaker
 
 from tasker_resilience._breakers.policy import FailurePolicy, count_all_exceptions, is_neutral
-from tasker_resilience._breakers.transitions import BREAKER_LOGGER, TransitionLogger, log_rejected
+from tasker_resilience._breakers.transitions import (
+    BREAKER_LOGGER,
+    GuardedListener,
+    TransitionLogger,
+    log_rejected,
+)
 from tasker_resilience._config.schema import BreakerConfig
 from tasker_resilience._errors import CircuitOpenError
 
@@ -51,9 +56,13 @@ _DEBUG = logging.DEBUG
 def counter_value(counter: itertools.count[int]) -> int:
     """The current value of an ``itertools.count`` used as a lock-free counter."""
     # itertools.count is the cheapest thread-safe counter in CPython (next() is one
-    # C call under the GIL); its current value is only exposed through __reduce__.
-    value = counter.__reduce__()[1][0]  # (cls, (current,)) for integer counts
-    return int(value)
+    # C call under the GIL). Its value is readable only through its repr,
+    # "count(<n>)" for the integer counts made here: __reduce__ (pickling) warns on
+    # 3.12/3.13 and is gone in 3.14.
+    text = repr(counter)
+    if not (text.startswith("count(") and text.endswith(")")):
+        raise TypeError(f"not a plain itertools.count: {text}")
+    return int(text[6:-1])
 
 
 class Breaker:
@@ -91,7 +100,7 @@ class Breaker:
             success_threshold=config.success_threshold,
             state_storage=self._storage,
             name=name,
-            listeners=[TransitionLogger(), *listeners],
+            listeners=[TransitionLogger(), *map(GuardedListener, listeners)],
         )
         self._lock = threading.Lock()
         self._state: StateName = CLOSED
@@ -297,8 +306,9 @@ class Breaker:
                 self._enter(CLOSED)
 
     def add_listener(self, listener: pybreaker.CircuitBreakerListener) -> None:
-        """Add a pybreaker listener; its ``state_change`` sees every transition."""
-        self._cb.add_listener(listener)
+        """Add a pybreaker listener; its ``state_change`` sees every transition.
+        An exception it raises is logged (ERROR, with its traceback) and ignored."""
+        self._cb.add_listener(GuardedListener(listener))
 
     def __repr__(self) -> str:
         return f"<Breaker {self.name!r} {self.state}>"

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import pybreaker
 
-__all__ = ["BREAKER_LOGGER", "TransitionLogger", "log_rejected"]
+__all__ = ["BREAKER_LOGGER", "GuardedListener", "TransitionLogger", "log_rejected"]
 
 BREAKER_LOGGER = logging.getLogger("tasker_resilience.breaker")
 
@@ -41,6 +41,30 @@ class TransitionLogger(pybreaker.CircuitBreakerListener):
             new_state.name,
             cb.fail_counter,
         )
+
+
+class GuardedListener(pybreaker.CircuitBreakerListener):
+    """A user's listener whose exceptions are logged, never raised.
+
+    Listeners run inside a transition, on the thread of the call that caused it: a
+    listener that raises would turn a cache miss into the caller's exception and
+    leave the transition half done.
+    """
+
+    def __init__(self, listener: pybreaker.CircuitBreakerListener) -> None:
+        self.listener = listener
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        try:
+            self.listener.state_change(cb, old_state, new_state)
+        except Exception:
+            BREAKER_LOGGER.exception(
+                "circuit breaker %r: listener %r raised on %s -> %s; ignored",
+                cb.name,
+                self.listener,
+                getattr(old_state, "name", None) or "new",
+                getattr(new_state, "name", new_state),
+            )
 
 
 def log_rejected(breaker: _Rejecting) -> None:

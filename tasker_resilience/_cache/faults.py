@@ -12,7 +12,10 @@ health_check       ``False``               ``False``
 =================  ======================  =================================
 
 Only failures the backend's ``is_backend_failure`` recognises count against the breaker
-and are swallowed; caller mistakes (a value that cannot be serialised, a non-string key)
+and are swallowed. A backend may also say (``is_pool_exhausted``) that a call found no
+free connection in its own pool: that is this process's load, not an outage, so it is
+swallowed like a failure but never counts against the breaker (``pool_exhausted`` in
+the stats); caller mistakes (a value that cannot be serialised, a non-string key)
 raise to the caller. Reads and health checks never raise for a backend error of any kind.
 """
 
@@ -52,6 +55,10 @@ class _Unavailable:
 UNAVAILABLE: Final[Any] = _Unavailable()
 # A provider without a breaker runs every call under this do-nothing context.
 UNGUARDED: Final = contextlib.nullcontext()
+
+
+def _never(exc: BaseException) -> bool:
+    return False
 
 
 def default_backend_failure(exc: BaseException) -> bool:
@@ -96,6 +103,9 @@ class CacheFaults:
         self.policy: Callable[[BaseException], bool] = getattr(
             backend, "is_backend_failure", default_backend_failure
         )
+        self.pool_exhausted: Callable[[BaseException], bool] = getattr(
+            backend, "is_pool_exhausted", _never
+        )
         self.redact: Callable[[str], str] = getattr(backend, "redact", str)
         url = getattr(backend, "redacted_url", None)
         self.where = f" at {url}" if url else ""
@@ -115,6 +125,19 @@ class CacheFaults:
     def failed(self, op: str, exc: Exception) -> bool:
         """Count and log a failed backend call. True: swallow it (the caller sees a miss,
         a no-op or False); False: the caller made a mistake, re-raise."""
+        if self.pool_exhausted(exc):
+            # Not the backend's fault: the breaker saw it as neutral (the backend's
+            # policy declines it); the caller still gets a miss or a no-op.
+            self._stats.count(op, "pool_exhausted")
+            self.warnings.warn(
+                "cache %s on %r%s found no free connection in this process's pool "
+                "(max_connections); the call was %s, the circuit is unaffected",
+                op,
+                self.backend_name,
+                self.where,
+                "a miss" if op is GET else "skipped",
+            )
+            return True
         if not (self.policy(exc) or op is GET or op is HEALTH):
             return False
         self._stats.count(op, "error")

@@ -19,17 +19,20 @@ DELETE_OP: Final = "delete"
 DELETE_PATTERN_OP: Final = "delete_pattern"
 HEALTH: Final = "health_check"
 OPERATIONS: Final = (GET, SET, DELETE_OP, DELETE_PATTERN_OP, HEALTH)
+# pool_exhausted: the client's own pool had no free connection in time. Counted apart
+# from "error" because it is this process's load, not the backend's health.
 _OUTCOMES: Final = {
-    GET: ("hit", "miss", "error", "skipped_open"),
-    SET: ("ok", "error", "skipped_open"),
-    DELETE_OP: ("ok", "error", "skipped_open"),
-    DELETE_PATTERN_OP: ("ok", "error", "skipped_open"),
-    HEALTH: ("ok", "error", "skipped_open"),
+    GET: ("hit", "miss", "error", "skipped_open", "pool_exhausted"),
+    SET: ("ok", "error", "skipped_open", "pool_exhausted"),
+    DELETE_OP: ("ok", "error", "skipped_open", "pool_exhausted"),
+    DELETE_PATTERN_OP: ("ok", "error", "skipped_open", "pool_exhausted"),
+    HEALTH: ("ok", "error", "skipped_open", "pool_exhausted"),
 }
 
 
 class CacheStats:
-    """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open."""
+    """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open,
+    pool_exhausted."""
 
     def __init__(self) -> None:
         self._counts = {op: {o: itertools.count() for o in _OUTCOMES[op]} for op in OPERATIONS}

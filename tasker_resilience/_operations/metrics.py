@@ -115,7 +115,8 @@ class ResilienceCollector:
         cache_ops = CounterMetricFamily(
             f"{_PREFIX}_cache_operations",
             "Cache operations by operation and outcome "
-            "(hit, miss, ok, error, skipped_open: answered at once while the circuit is open).",
+            "(hit, miss, ok, error, skipped_open: answered at once while the circuit is open, "
+            "pool_exhausted: no free local connection; not a backend failure).",
             labels=["operation", "outcome"],
         )
         cache_info = GaugeMetricFamily(

@@ -39,7 +39,7 @@ from tasker_resilience._errors import ConfigurationError
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
 
-__all__ = ["RedisBackend", "is_redis_failure"]
+__all__ = ["RedisBackend", "is_pool_exhausted", "is_redis_failure"]
 
 SCAN_COUNT = 1000
 """``SCAN ... COUNT`` hint: keys the server examines per round trip."""
@@ -74,7 +74,7 @@ class AsyncClient(Protocol):
 # --- which exceptions mean "the server is unwell" ------------------------------------------
 
 _FAILURE_TYPES: tuple[type[BaseException], ...] = (
-    rex.ConnectionError,  # refused, reset, AUTH, BusyLoadingError, pool exhausted
+    rex.ConnectionError,  # refused, reset, AUTH, BusyLoadingError (not pool exhaustion)
     rex.TimeoutError,
     rex.ClusterError,  # CLUSTERDOWN, MASTERDOWN
     rex.RedisClusterException,  # no reachable node, slot not covered
@@ -99,13 +99,33 @@ _UNWELL_REPLIES = frozenset(
 )
 
 
+# What redis-py's blocking pools raise when no connection was free in time (sync and
+# asyncio); the asyncio cluster client raises MaxConnectionsError at once instead.
+_POOL_EXHAUSTED_MESSAGE = "No connection available"
+
+
+def is_pool_exhausted(exc: BaseException) -> bool:
+    """True when ``exc`` says the client's own pool had no free connection.
+
+    That is this process's concurrency outgrowing ``max_connections``, not the
+    server failing: it must never open the breaker (the server may be perfectly
+    healthy and every other process still served).
+    """
+    return isinstance(exc, rex.MaxConnectionsError) or (
+        type(exc) is rex.ConnectionError and str(exc).startswith(_POOL_EXHAUSTED_MESSAGE)
+    )
+
+
 def is_redis_failure(exc: BaseException) -> bool:
     """True when ``exc`` from redis-py means the server is unreachable or unwell.
 
     Connection errors, timeouts, busy/loading, read-only replicas, OOM, cluster-down
     and socket errors count; ``DataError``, ``TypeError``, serialisation errors and
-    other error replies (a caller's mistake, not an outage) do not.
+    other error replies (a caller's mistake, not an outage) do not, and neither does
+    an exhausted local pool (:func:`is_pool_exhausted`).
     """
+    if is_pool_exhausted(exc):
+        return False
     if isinstance(exc, _FAILURE_TYPES):
         return True
     if isinstance(exc, rex.ResponseError):
@@ -343,6 +363,9 @@ class RedisBackend:
 
     def is_backend_failure(self, exc: BaseException) -> bool:
         return is_redis_failure(exc)
+
+    def is_pool_exhausted(self, exc: BaseException) -> bool:
+        return is_pool_exhausted(exc)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.name!r} {self.redacted_url}>"

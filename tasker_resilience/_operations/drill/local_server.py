@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -149,14 +150,22 @@ class LocalServer:
 
     ``binary`` is a name on PATH or a path; by default the first of
     :data:`SERVER_KINDS` found on PATH. ``port`` pins the port (default: a free one,
-    chosen at the first start and kept across restarts).
+    chosen at the first start and kept across restarts). ``extra_args`` go on the
+    server's command line after the defaults (e.g. ``["--enable-debug-command",
+    "local"]`` or ``["--rename-command", "UNLINK", ""]`` for a redis-server).
     """
 
     port_retry_seconds: float = _PORT_BUSY_RETRY_SECONDS
     """How long a start on a busy port keeps retrying (a killed server's port may take
     a moment to be released) before it gives up."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         if binary is None:
             found = find_server_binary()
             if found is None:
@@ -172,6 +181,7 @@ class LocalServer:
             path = resolved
         self._path = path
         self._kind = _kind_of(path)
+        self._extra_args = tuple(extra_args)
         self._port_pinned = port is not None
         self._port: int = port if port is not None else _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -293,7 +303,11 @@ class LocalServer:
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server.
         with log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [self._path, *_server_args(self._kind, self._port, self._data_dir.name)],
+                [
+                    self._path,
+                    *_server_args(self._kind, self._port, self._data_dir.name),
+                    *self._extra_args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,119 @@
+"""Issue 10, hardening, against private real servers: one test (or more) per numbered case.
+
+Each server here is a ``private_server`` process this test owns, so ``CONFIG SET``,
+``DEBUG SLEEP`` and renamed commands never touch a server someone else uses. Timing
+bounds are wide (a shared 2-core machine); what they separate differs by 10x or more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from tasker_resilience._operations.drill.local_server import LocalServer, find_server_binary
+
+from ._support import TransitionRecorder, configure_cache
+
+pytestmark = [pytest.mark.integration, pytest.mark.drill]
+
+
+ServerFactory = Callable[..., LocalServer]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[ServerFactory]:
+    """Start private redis-servers with extra command-line options; all stopped at the end.
+
+    Needs ``redis-server`` itself (``--enable-debug-command``, ``--rename-command``,
+    ACL users): Dragonfly's and Valkey's options differ.
+    """
+    found = find_server_binary()
+    if found is None or found[0] != "redis-server":
+        pytest.skip("needs a redis-server binary on PATH (its own options are used here)")
+    started: list[LocalServer] = []
+
+    def start(*extra: str) -> LocalServer:
+        server = LocalServer(found[1], extra_args=("--enable-debug-command", "yes", *extra))
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _raw(server: LocalServer) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5)
+
+
+# --- case 8: local pool starvation is not an outage -------------------------------------
+
+
+def test_case8_an_exhausted_local_pool_never_opens_the_breaker(
+    redis_server: ServerFactory,
+) -> None:
+    private_server = redis_server()
+    res = configure_cache(
+        private_server.url,
+        "redis",
+        "case8",
+        failure_threshold=1,
+        max_connections=1,
+        socket_timeout=3.0,
+        connect_timeout=0.1,
+    )
+    breaker = res.breakers.get("cache")
+    recorder = TransitionRecorder()
+    breaker.add_listener(recorder)
+    res.cache.set("k", "v")
+    raw = _raw(private_server)
+    # One slow (but healthy) reply holds the only pooled connection; every other
+    # thread waits 0.1 s for it and gets "No connection available".
+    sleeper = threading.Thread(target=raw.execute_command, args=("DEBUG", "SLEEP", "0.6"))
+    sleeper.start()
+    time.sleep(0.05)
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(res.cache.get("k"))) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    sleeper.join(10)
+    stats = res.cache.stats()["get"]
+    assert stats["pool_exhausted"] >= 1, stats
+    assert recorder.transitions == []
+    assert breaker.state == "closed"
+    assert breaker.metrics()["failed_calls"] == 0
+    assert res.cache.get("k") == "v"
+
+
+async def test_case8_async_pool_exhaustion_is_not_a_failure(redis_server: ServerFactory) -> None:
+    private_server = redis_server()
+    res = configure_cache(
+        private_server.url,
+        "redis",
+        "case8a",
+        failure_threshold=1,
+        max_connections=2,
+        socket_timeout=3.0,
+        connect_timeout=0.05,
+    )
+    await res.cache.aset("k", "v")
+    raw = _raw(private_server)
+    sleeper = threading.Thread(target=raw.execute_command, args=("DEBUG", "SLEEP", "0.4"))
+    sleeper.start()
+    await asyncio.sleep(0.05)
+    results = await asyncio.gather(*(res.cache.aget("k") for _ in range(200)))
+    sleeper.join(10)
+    assert res.cache.circuit_state == "closed"
+    assert res.cache.stats()["get"]["pool_exhausted"] >= 1
+    assert set(results) <= {"v", None}
+    assert await res.cache.aget("k") == "v"
+    await res.cache.aclose()
