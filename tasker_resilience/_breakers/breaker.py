@@ -116,6 +116,9 @@ class Breaker:
         self._successes = itertools.count()
         self._failures = itertools.count()
         self._rejected = itertools.count()
+        # Calls that ended neither as a success nor as a failure: cancelled, a caller's
+        # mistake, or a local resource limit (an exhausted connection pool).
+        self._neutral = itertools.count()
         self._transitions = itertools.count()
         if self._storage.state != pybreaker.STATE_CLOSED:
             # Shared storage may hold an open circuit from another process: honour it.
@@ -166,6 +169,7 @@ class Breaker:
                 return
             failed = False
         elif is_neutral(exc) or not (policy or self.failure_policy)(exc):
+            next(self._neutral)
             failed = None  # neutral: frees a probe slot, moves nothing else
         else:
             next(self._failures)
@@ -284,6 +288,7 @@ class Breaker:
             "successful_calls": counter_value(self._successes),
             "failed_calls": counter_value(self._failures),
             "rejected_calls": counter_value(self._rejected),
+            "neutral_calls": counter_value(self._neutral),
             "transitions": counter_value(self._transitions),
             "opened_at": (
                 None

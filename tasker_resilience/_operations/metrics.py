@@ -40,6 +40,7 @@ _CALL_OUTCOMES: Final = (
     ("success", "successful_calls"),
     ("failure", "failed_calls"),
     ("rejected", "rejected_calls"),
+    ("neutral", "neutral_calls"),
 )
 
 _PREFIX: Final = "tasker_resilience"
@@ -109,7 +110,8 @@ class ResilienceCollector:
         )
         calls = CounterMetricFamily(
             f"{_PREFIX}_breaker_calls",
-            "Calls through each circuit breaker by outcome (rejected: refused while open).",
+            "Calls through each circuit breaker by outcome (rejected: refused while open; "
+            "neutral: cancelled, a caller mistake or an exhausted local pool).",
             labels=["breaker", "outcome"],
         )
         cache_ops = CounterMetricFamily(
