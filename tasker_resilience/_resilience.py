@@ -79,7 +79,10 @@ class Resilience:
                     from tasker_resilience._cache.provider import CacheProvider
 
                     self._cache = CacheProvider.from_config(
-                        self.settings.cache, self.breakers, factory=self._backend_factory
+                        self.settings.cache,
+                        self.breakers,
+                        factory=self._backend_factory,
+                        clock=self.clock,
                     )
                 cache = self._cache
         return cache

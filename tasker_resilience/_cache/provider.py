@@ -9,7 +9,12 @@ The provider composes the parts of one cache call, each in its own module:
   value this process invalidated during the outage;
 - :mod:`~tasker_resilience._cache.reads`: decoding, envelopes, unreadable entries and
   the memory backend's copy-per-hit images;
-- :mod:`~tasker_resilience._cache.outcomes`: the counters behind :meth:`stats`.
+- :mod:`~tasker_resilience._cache.outcomes`: the counters behind :meth:`stats`;
+- :mod:`~tasker_resilience._cache.near` (opt-in, ``[common.cache.near]``): the in-process
+  tier in front of a distributed backend, kept coherent by
+  :mod:`~tasker_resilience._cache.tracking`; it answers fresh reads without a round trip
+  and, while the backend is unavailable, serves stale entries instead of misses. With it
+  off (the default) every path below is what it was: one attribute check per read.
 
 What stays here are the operations themselves, in sync/async pairs that share every
 decision (``_fetch``/``_afetch``, ``_write``/``_awrite``); the twins differ only in the
@@ -37,6 +42,7 @@ from tasker_resilience._cache.invalidations import (
     Step,
 )
 from tasker_resilience._cache.keys import escape_glob
+from tasker_resilience._cache.near import NearEntry, NearTier
 from tasker_resilience._cache.outcomes import (
     DELETE_OP,
     DELETE_PATTERN_OP,
@@ -51,6 +57,7 @@ from tasker_resilience._cache.serializers import Serializer, get_serializer
 
 if TYPE_CHECKING:
     from tasker_resilience._breakers.registry import BreakerRegistry
+    from tasker_resilience._cache.tracking import InvalidationListener
     from tasker_resilience._config.schema import CacheConfig
 
 __all__ = ["CACHE_BREAKER", "CACHE_LOGGER", "CacheProvider"]
@@ -79,6 +86,7 @@ class CacheProvider:
         max_pending_invalidations: int = 1000,
         backend_name: str | None = None,
         enabled: bool = True,
+        near: NearTier | None = None,
     ) -> None:
         self._backend = backend
         self._breaker = breaker
@@ -107,6 +115,9 @@ class CacheProvider:
         self._get_entry: Callable[[str], MemoryEntry | None] | None = (
             backend.get_entry if isinstance(backend, MemoryBackend) and enabled else None
         )
+        # The near tier: only in front of a distributed backend (an in-process one is near).
+        self._near = near if enabled and self._get_entry is None else None
+        self._listener: InvalidationListener | None = None
 
     @classmethod
     def from_config(
@@ -115,11 +126,13 @@ class CacheProvider:
         breakers: BreakerRegistry,
         *,
         factory: BackendFactory | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> CacheProvider:
         """Build the configured backend (with ``factory`` if given, else the one
         registered for ``config.backend``) and, for a distributed one, guard it with the
         registry's ``cache`` breaker. One health check runs now: if it fails, the
-        breaker starts open (a WARNING says so) and probes after ``timeout_seconds``."""
+        breaker starts open (a WARNING says so) and probes after ``timeout_seconds``.
+        With ``[common.cache.near] enabled``, the near tier goes in front of it."""
         common: dict[str, Any] = {
             "key_prefix": config.key_prefix,
             "default_ttl_seconds": config.default_ttl_seconds,
@@ -131,7 +144,12 @@ class CacheProvider:
             return cls(NoopBackend(name=config.backend), enabled=False, **common)
         backend = (factory or backend_factory(config.backend))(config)
         breaker = breakers.get(CACHE_BREAKER) if backend.distributed else None
-        provider = cls(backend, breaker=breaker, **common)
+        near = None
+        if config.near.enabled and backend.distributed:
+            near = NearTier(config.near, **({} if clock is None else {"clock": clock}))
+        provider = cls(backend, breaker=breaker, near=near, **common)
+        if near is not None:
+            provider._listener = start_near_coherence(near, backend, config, provider._where)
         if breaker is not None:
             provider._check_at_startup(breaker)
         return provider
@@ -200,8 +218,31 @@ class CacheProvider:
         return CLOSED if breaker is None else breaker.state
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open."""
-        return self._stats.snapshot()
+        """Per operation, how many calls ended as hit/miss (get), ok, error, skipped_open;
+        with the near tier on, also ``near`` (its hits, misses, ``stale_served``,
+        entries and estimated bytes)."""
+        snapshot = self._stats.snapshot()
+        if self._near is not None:
+            snapshot["near"] = self._near.snapshot()
+        return snapshot
+
+    @property
+    def near(self) -> NearTier | None:
+        """The near tier (``[common.cache.near]``), or None when it is off."""
+        return self._near
+
+    def near_info(self) -> dict[str, Any] | None:
+        """The near tier for health: mode, channel, entries, stale answers; None when off."""
+        near = self._near
+        if near is None:
+            return None
+        return {
+            "enabled": True,
+            "mode": near.mode,
+            "tracking_connected": near.tracking_connected,
+            "entries": len(near),
+            "stale_served": near.snapshot()["stale_served"],
+        }
 
     def pending_invalidations(self) -> dict[str, int | bool]:
         """Invalidations waiting for the backend to come back (``pending``, ``overflowed``)."""
@@ -224,6 +265,11 @@ class CacheProvider:
         """The decoded value under ``key`` or ``miss``: ``get`` and ``@cached`` reads."""
         get_entry = self._get_entry
         if get_entry is None:
+            if self._near is not None:
+                full, near_entry, token = self._near_begin(key)
+                if near_entry is not None:
+                    return self._read_entry(near_entry, serializer, enveloped, miss)
+                return self._near_end(full, token, self._fetch(key), serializer, enveloped, miss)
             return self._finish_get(self._fetch(key), serializer, enveloped, miss)
         # The memory backend: no breaker, no I/O, nothing ever pending to replay.
         full = self._prefix + key if type(key) is str else self._full_key(key)
@@ -233,6 +279,46 @@ class CacheProvider:
             self._failed(GET, exc)
             return miss
         return self._read_entry(entry, serializer, enveloped, miss)
+
+    # --- the near tier: decisions shared by the sync and async paths ---------------------
+
+    def _near_begin(self, key: str) -> tuple[str, NearEntry | None, Any]:
+        """A fresh near entry for ``key`` or, when there is none, the fill token for the
+        backend read that follows."""
+        near = self._near
+        assert near is not None  # only called with the tier on
+        full = self._full_key(key)
+        entry = near.fresh(full)
+        return full, entry, (None if entry is not None else near.begin(full))
+
+    def _near_end(
+        self, full: str, token: Any, raw: Any, serializer: Serializer, enveloped: bool, miss: Any
+    ) -> Any:
+        """Answer a near miss from what the backend returned: fill the tier, or, when the
+        backend is unavailable, serve a stale entry if it is recent enough."""
+        near = self._near
+        assert near is not None
+        if raw is UNAVAILABLE:
+            near.unavailable()
+            stale = near.stale(full)
+            if stale is not None:
+                return self._read_entry(stale, serializer, enveloped, miss)
+            return miss
+        near.available()
+        near.fill(full, token, raw)
+        return self._finish_get(raw, serializer, enveloped, miss)
+
+    def _near_stored(self, full: str, token: Any, data: bytes, seconds: float, result: Any) -> None:
+        """After a write of ``full``: the tier keeps what the backend now holds, or, if
+        the write did not reach it, this process's own value (read your own writes)."""
+        near = self._near
+        assert near is not None
+        if result is UNAVAILABLE:
+            near.unavailable()
+            near.put_local(full, data, seconds)
+        else:
+            near.available()
+            near.fill(full, token, data, seconds)
 
     def _full_key(self, key: str) -> str:
         if not isinstance(key, str):
@@ -309,7 +395,13 @@ class CacheProvider:
     def _store(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
         full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
         undo = Step(DELETE, full) if remember else None
-        self._write(SET, undo, lambda: backend.set(full, data, seconds), None)
+        near = self._near
+        if near is None:
+            self._write(SET, undo, lambda: backend.set(full, data, seconds), None)
+            return
+        token = near.begin(full)
+        result = self._write(SET, undo, lambda: backend.set(full, data, seconds), UNAVAILABLE)
+        self._near_stored(full, token, data, seconds, result)
 
     def get(self, key: str) -> Any:
         """The value under ``key``, or None: absent, circuit open, or backend failing."""
@@ -328,14 +420,25 @@ class CacheProvider:
     def delete(self, key: str) -> None:
         """Remove ``key``; remembered and replayed later if the backend is unreachable."""
         full, backend = self._full_key(key), self._backend
+        near = self._near
+        if near is not None:
+            near.forget(full)
         self._write(DELETE_OP, Step(DELETE, full), lambda: backend.delete(full), None)
+        if near is not None:
+            near.forget(full)  # a read that raced the delete may have filled the old value
 
     def delete_pattern(self, pattern: str) -> int:
         """Remove every key matching the glob ``pattern`` (under ``key_prefix``); returns
         how many were removed (0 while open or failing: then remembered for replay)."""
         full, backend = self._full_pattern(pattern), self._backend
         undo = Step(DELETE_PATTERN, full)
-        return self._write(DELETE_PATTERN_OP, undo, lambda: backend.delete_pattern(full), 0)
+        near = self._near
+        if near is not None:
+            near.forget_pattern(full)
+        deleted = self._write(DELETE_PATTERN_OP, undo, lambda: backend.delete_pattern(full), 0)
+        if near is not None:
+            near.forget_pattern(full)  # as in delete
+        return deleted
 
     def health_check(self) -> bool:
         """True when the backend answers; False while open (no call made) or failing."""
@@ -352,7 +455,10 @@ class CacheProvider:
         return healthy
 
     def close(self) -> None:
-        """Release the backend's connections."""
+        """Release the backend's connections (and stop the near tier's listener)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         self._backend.close()
 
     # --- asyncio: the same decisions, awaiting the backend --------------------------------
@@ -409,11 +515,25 @@ class CacheProvider:
     async def _astore(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
         full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
         undo = Step(DELETE, full) if remember else None
-        await self._awrite(SET, undo, lambda: backend.aset(full, data, seconds), None)
+        near = self._near
+        if near is None:
+            await self._awrite(SET, undo, lambda: backend.aset(full, data, seconds), None)
+            return
+        token = near.begin(full)
+        result = await self._awrite(
+            SET, undo, lambda: backend.aset(full, data, seconds), UNAVAILABLE
+        )
+        self._near_stored(full, token, data, seconds, result)
 
     async def _aread(self, key: str, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
         if self._get_entry is not None:
             return self._read(key, serializer, enveloped, miss)  # in-process: nothing to await
+        if self._near is not None:
+            full, entry, token = self._near_begin(key)
+            if entry is not None:
+                return self._read_entry(entry, serializer, enveloped, miss)
+            raw = await self._afetch(key)
+            return self._near_end(full, token, raw, serializer, enveloped, miss)
         return self._finish_get(await self._afetch(key), serializer, enveloped, miss)
 
     async def aget(self, key: str) -> Any:
@@ -427,13 +547,26 @@ class CacheProvider:
     async def adelete(self, key: str) -> None:
         """Async :meth:`delete`."""
         full, backend = self._full_key(key), self._backend
+        near = self._near
+        if near is not None:
+            near.forget(full)
         await self._awrite(DELETE_OP, Step(DELETE, full), lambda: backend.adelete(full), None)
+        if near is not None:
+            near.forget(full)  # as in delete
 
     async def adelete_pattern(self, pattern: str) -> int:
         """Async :meth:`delete_pattern`."""
         full, backend = self._full_pattern(pattern), self._backend
         undo = Step(DELETE_PATTERN, full)
-        return await self._awrite(DELETE_PATTERN_OP, undo, lambda: backend.adelete_pattern(full), 0)
+        near = self._near
+        if near is not None:
+            near.forget_pattern(full)
+        deleted = await self._awrite(
+            DELETE_PATTERN_OP, undo, lambda: backend.adelete_pattern(full), 0
+        )
+        if near is not None:
+            near.forget_pattern(full)  # as in delete
+        return deleted
 
     async def ahealth_check(self) -> bool:
         """Async :meth:`health_check`."""
@@ -458,3 +591,52 @@ class CacheProvider:
             f"<CacheProvider backend={self._backend_name!r} enabled={self._enabled} "
             f"circuit={self.circuit_state}>"
         )
+
+
+def start_near_coherence(
+    near: NearTier, backend: CacheBackend, config: CacheConfig, where: str
+) -> InvalidationListener | None:
+    """Decide how ``near`` learns of other processes' writes, per ``tracking``, and log
+    which mode is in force. Returns the listener thread when one was started."""
+    tracking = config.near.tracking
+    url = getattr(getattr(backend, "config", None), "url", None)
+    cluster = getattr(backend, "cluster_url", None) is not None
+    if tracking == "off" or not isinstance(url, str) or cluster:
+        reason = (
+            'tracking = "off"'
+            if tracking == "off"
+            else "server-assisted invalidation is not available for "
+            + ("Redis Cluster URLs" if cluster else f"backend {backend.name!r}")
+        )
+        if tracking == "on":
+            CACHE_LOGGER.warning(
+                'near cache: tracking = "on" but %s; near entries are only served while '
+                "the cache circuit is open (stale-if-error), never as fresh hits",
+                reason,
+            )
+            near.tracking_down()
+            return None
+        near.use_ttl()
+        CACHE_LOGGER.info(
+            "near cache: %s; entries are fresh for ttl_seconds=%g",
+            reason,
+            config.near.ttl_seconds,
+        )
+        return None
+    from tasker_resilience._cache.tracking import (
+        InvalidationListener,
+        tracking_connection_factory,
+    )
+
+    redis_config = config.redis
+    connect = tracking_connection_factory(
+        url, redis_config.connect_timeout_seconds, redis_config.socket_timeout_seconds
+    )
+    return InvalidationListener(
+        near,
+        connect,
+        config.key_prefix + ":",
+        required=tracking == "on",
+        where=where,
+        heartbeat_seconds=max(0.5, redis_config.socket_timeout_seconds * 2),
+    ).start()

@@ -25,6 +25,7 @@ __all__ = [
     "BreakersConfig",
     "CacheConfig",
     "MemoryConfig",
+    "NearConfig",
     "RedisConfig",
     "Settings",
     "parse_settings",
@@ -103,6 +104,28 @@ class MemoryConfig:
     max_capacity: int = 10_000
 
 
+NEAR_TRACKING_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class NearConfig:
+    """The ``[common.cache.near]`` section: the in-process tier in front of a
+    distributed backend (see the caching guide, "Near cache")."""
+
+    enabled: bool = False
+    """Off by default: without it an open circuit makes every read a miss."""
+    max_entries: int = 10_000
+    """Entries kept in process (least recently used evicted first); 1-10,000,000."""
+    ttl_seconds: float = 5.0
+    """How long an entry is fresh when the server cannot push invalidations (>0, <=86400)."""
+    stale_if_error_seconds: float = 300.0
+    """While the cache circuit is open, how far past its freshness an entry may still be
+    served (0 turns stale serving off; at most 86400)."""
+    tracking: str = "auto"
+    """``auto`` (server-assisted invalidation where the server supports it, else
+    ``ttl_seconds``), ``on`` (required: no fresh near hits without it) or ``off``."""
+
+
 SERIALIZERS = ("json", "pickle")
 
 
@@ -120,6 +143,7 @@ class CacheConfig:
     """Invalidations skipped while open that are remembered and replayed on recovery."""
     redis: RedisConfig = field(default_factory=RedisConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    near: NearConfig = field(default_factory=NearConfig)
     backend_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """The raw ``[common.cache.<backend>]`` table, for user-registered backends."""
     plugins: tuple[str, ...] = ()
@@ -299,6 +323,42 @@ def _redis(raw: object) -> RedisConfig:
     )
 
 
+def _near(raw: object) -> NearConfig:
+    key = "common.cache.near"
+    table = _table(key, raw)
+    _reject_unknown(
+        key,
+        table,
+        ("enabled", "max_entries", "ttl_seconds", "stale_if_error_seconds", "tracking"),
+    )
+    defaults = NearConfig()
+    stale_value = table.get("stale_if_error_seconds", defaults.stale_if_error_seconds)
+    stale = _number(f"{key}.stale_if_error_seconds", stale_value)
+    if not 0 <= stale <= 86_400:
+        raise ConfigurationError(
+            f"{key}.stale_if_error_seconds", stale_value, "seconds from 0 to 86400"
+        )
+    tracking_value = table.get("tracking", defaults.tracking)
+    tracking = _text(f"{key}.tracking", tracking_value).lower()
+    if tracking not in NEAR_TRACKING_MODES:
+        raise ConfigurationError(
+            f"{key}.tracking",
+            tracking_value,
+            f"one of {', '.join(NEAR_TRACKING_MODES)}{_suggest(tracking, NEAR_TRACKING_MODES)}",
+        )
+    return NearConfig(
+        enabled=_bool(f"{key}.enabled", table.get("enabled", defaults.enabled)),
+        max_entries=_int_in(
+            f"{key}.max_entries", table.get("max_entries", defaults.max_entries), 1, 10_000_000
+        ),
+        ttl_seconds=_seconds(
+            f"{key}.ttl_seconds", table.get("ttl_seconds", defaults.ttl_seconds), 86_400
+        ),
+        stale_if_error_seconds=stale,
+        tracking=tracking,
+    )
+
+
 _CACHE_SCALARS = (
     "enabled",
     "backend",
@@ -387,6 +447,7 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
                 100_000_000,
             )
         ),
+        near=_near(table.get("near")),
         backend_options=MappingProxyType(dict(options)),
         plugins=plugin_modules({"common": {"cache": table}}),
     )

@@ -88,14 +88,19 @@ def build_health(res: Reporting) -> dict[str, Any]:
         entry = dict(metrics)
         entry["critical"] = res.breakers.get(name).config.critical
         breakers[name] = entry
+    cache_block: dict[str, Any] = {
+        "enabled": cache.enabled,
+        "backend": cache.backend_name,
+        "distributed": cache.distributed,
+        "healthy": cache_healthy,
+        "circuit_state": cache.circuit_state,
+    }
+    near = cache.near_info()
+    if near is not None:
+        # Only with the near tier on: the report of a service without it is unchanged.
+        cache_block["near"] = near
     return {
         "status": _status(breakers, cache_healthy),
-        "cache": {
-            "enabled": cache.enabled,
-            "backend": cache.backend_name,
-            "distributed": cache.distributed,
-            "healthy": cache_healthy,
-            "circuit_state": cache.circuit_state,
-        },
+        "cache": cache_block,
         "circuit_breakers": breakers,
     }

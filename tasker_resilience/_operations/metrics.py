@@ -44,6 +44,14 @@ _CALL_OUTCOMES: Final = (
 )
 
 _PREFIX: Final = "tasker_resilience"
+_NEAR_COUNTERS: Final = (
+    "hit",
+    "miss",
+    "stale_served",
+    "invalidated",
+    "evicted",
+    "generations_ended",
+)
 
 
 def metrics_available() -> bool:
@@ -126,6 +134,20 @@ class ResilienceCollector:
             "The configured cache backend (always 1).",
             labels=["backend", "enabled", "distributed"],
         )
+        near_ops = CounterMetricFamily(
+            f"{_PREFIX}_cache_near",
+            "Near-tier lookups by outcome (hit, miss: fresh lookups; stale_served: answered "
+            "from the tier while the cache was unavailable; invalidated: keys the server "
+            "pushed; evicted: least recently used; generations_ended: trust resets).",
+            labels=["outcome"],
+        )
+        near_entries = GaugeMetricFamily(
+            f"{_PREFIX}_cache_near_entries", "Entries held by the near tier."
+        )
+        near_bytes = GaugeMetricFamily(
+            f"{_PREFIX}_cache_near_bytes", "Estimated memory held by the near tier."
+        )
+        near: dict[str, int] | None = None
         if res is not None:
             for name, metrics in res.breakers.snapshot().items():
                 self._add_breaker(name, metrics, state, in_state, streak, retry_after)
@@ -133,14 +155,24 @@ class ResilienceCollector:
                 for outcome, key in _CALL_OUTCOMES:
                     calls.add_metric([name, outcome], metrics[key])
             cache = res.cache
-            for operation, outcomes in sorted(cache.stats().items()):
+            stats = cache.stats()
+            near = stats.pop("near", None)
+            for operation, outcomes in sorted(stats.items()):
                 for outcome, count in sorted(outcomes.items()):
                     cache_ops.add_metric([operation, outcome], count)
+            if near is not None:
+                for outcome in _NEAR_COUNTERS:
+                    near_ops.add_metric([outcome], near[outcome])
+                near_entries.add_metric([], near["entries"])
+                near_bytes.add_metric([], near["bytes"])
             cache_info.add_metric(
                 [cache.backend_name, _label(cache.enabled), _label(cache.distributed)], 1
             )
         yield from (state, in_state, streak, retry_after, transitions, calls, cache_ops)
         yield cache_info
+        if res is None or near is not None:
+            # Only with the near tier on (or for describe()): otherwise unchanged output.
+            yield from (near_ops, near_entries, near_bytes)
 
     @staticmethod
     def _add_breaker(
