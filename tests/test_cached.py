@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import inspect
 import re
 import threading
 import time
@@ -194,8 +195,107 @@ def test_remembered_keys_stay_bounded(res: Resilience) -> None:
     assert len(keys) == MEMO_SIZE * 3
     assert builder._memo is not None
     assert 0 < len(builder._memo) <= MEMO_SIZE
+    builder._memo.clear()
     assert builder(("x" * 1000,), {}) == builder(("x" * 1000,), {})
-    assert "x" * 1000 not in {slot[1] for slot in builder._memo}
+    assert not builder._memo  # a long argument is not kept alive by the memo
+
+
+def _bound(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except TypeError:
+        return TypeError
+    bound.apply_defaults()
+    return tuple(bound.arguments.values())
+
+
+def _placed(builder: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        return builder.values(args, kwargs)
+    except TypeError:
+        return TypeError
+
+
+def test_precompiled_binding_matches_signature_bind() -> None:
+    from tasker_resilience._cache.keys import KeyBuilder
+
+    def f(a: Any, /, b: Any, c: Any = 3, *, d: Any = 4, e: Any) -> None: ...
+    def g(a: Any, b: Any = 2, *, c: Any = 3) -> None: ...
+    def h(a: Any, *rest: Any, k: Any = 1, **more: Any) -> None: ...
+    def none() -> None: ...
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((), {}),
+        ((1,), {}),
+        ((1, 2), {}),
+        ((1, 2, 3), {}),
+        ((1, 2, 3, 4), {}),  # too many positionals (d is keyword-only)
+        ((1, 2), {"e": 5}),
+        ((1,), {"b": 2, "e": 5}),
+        ((1, 2), {"b": 2, "e": 5}),  # b given twice
+        ((), {"a": 1, "b": 2, "e": 5}),  # a is positional-only
+        ((1, 2), {"e": 5, "zz": 0}),  # unknown keyword
+        ((1,), {"c": 9, "b": 2, "e": 5, "d": 8}),
+        ((1,), {"b": 2}),
+        ((1,), {"c": 7}),
+        ((), {"a": 1}),
+        ((), {"b": 1}),
+        ((1, 2, 3), {"k": 0, "x": 1}),
+    ]
+    for func in (f, g, h, none):
+        builder = KeyBuilder(func, namespace="n", version="1")
+        for args, kwargs in calls:
+            expected = _bound(func, args, kwargs)
+            assert _placed(builder, args, kwargs) == expected, (func.__name__, args, kwargs)
+
+
+def test_a_call_python_rejects_is_rejected_before_the_cache(res: Resilience) -> None:
+    @tr.cached()
+    def f(a: int, *, b: int = 2) -> int:
+        return counted("f", a + b)  # type: ignore[no-any-return]
+
+    assert f(1, b=2) == 3
+    with pytest.raises(TypeError):
+        f(1, 2)  # type: ignore[misc]  # b is keyword-only: never a hit for f(1, b=2)
+    assert CALLS["f"] == 1
+
+
+def test_plain_values_of_other_types_never_share_a_key(res: Resilience) -> None:
+    class Text(str):
+        pass
+
+    @tr.cached()
+    def f(x: Any, y: Any = None) -> None:
+        return None
+
+    values: list[Any] = [
+        b"ab",
+        "ab",
+        Text("ab"),
+        (1, 2),
+        [1, 2],
+        (1.0, 2),
+        (True, 2),
+        ((1,), 2),
+        ([1], 2),
+        0.0,
+        -0.0,
+        float("nan"),
+        float("inf"),
+        2**80,
+        -(2**80),
+        {"a": 1},
+        {1, 2},
+        frozenset({1, 2}),
+        (1, {"a": 1}),
+        ("\ud800",),
+    ]
+    keys = [f.cache_key(value) for value in values]
+    assert len(set(keys)) == len(values)
+    assert f.cache_key(1) == f.cache_key(1, None) == f.cache_key(x=1) == f.cache_key(y=None, x=1)
+    assert f.cache_key({"a": 1, "b": 2}) == f.cache_key({"b": 2, "a": 1})
+    with pytest.raises(TypeError, match="__cache_key__"):
+        f.cache_key(...)  # Ellipsis marks canonical texts inside the encoding: refused
 
 
 def test_functions_do_not_share_keys(res: Resilience) -> None:
@@ -652,3 +752,36 @@ def test_single_flight_per_event_loop(res: Resilience) -> None:
 def test_bad_decorator_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         tr.cached(**kwargs)(lambda: None)
+
+
+def test_hits_hand_out_copies_unless_shared(res: Resilience) -> None:
+    @tr.cached()
+    def copied(x: int) -> dict[str, list[int]]:
+        return {"items": [x]}
+
+    @tr.cached(shared=True)
+    def shared(x: int) -> dict[str, list[int]]:
+        return {"items": [x]}
+
+    @tr.cached()
+    def text(x: int) -> str:
+        return "x" * 100
+
+    first = copied(1)
+    first["items"].append(99)  # a caller mutating its result
+    assert copied(1) == {"items": [1]} == copied(1)
+    assert copied(1) is not copied(1)
+    assert shared(1) == shared(1) == {"items": [1]}
+    assert shared(1) is shared(1)  # one object for every hit: the caller's promise
+    assert text(1) == text(1)  # computed, then the first hit decodes
+    assert text(1) is text(1)  # an immutable result needs no copy
+    with pytest.raises(TypeError, match="shared"):
+        tr.cached(shared="yes")  # type: ignore[arg-type]
+
+
+def test_a_plain_get_of_an_immutable_entry_gets_its_own_list(res: Resilience) -> None:
+    res.cache.set("k", ["text"])
+    assert res.cache.get("k") == ["text"]  # the first read decodes
+    value = res.cache.get("k")
+    value.append("mutated")
+    assert res.cache.get("k") == ["text"]

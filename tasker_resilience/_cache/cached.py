@@ -197,6 +197,7 @@ def cached(
     condition: Callable[[Any], bool] | None = None,
     version: str | int = "1",
     serializer: str | Serializer | None = None,
+    shared: bool = False,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a function's results (plain or ``async def``) in ``res.cache``.
 
@@ -209,7 +210,14 @@ def cached(
 
     Results must be storable by the serializer: JSON returns tuples as lists; a
     result JSON cannot store raises :class:`~tasker_resilience.SerializationError`.
+
+    Every call gets its own result object (a copy per hit), unless ``shared=True``:
+    then hits from the in-process ``memory`` backend hand out one stored object to
+    every caller, which is faster for large results but only safe when no caller
+    mutates them. Redis hits are decoded per call in either mode.
     """
+    if not isinstance(shared, bool):
+        raise TypeError(f"@cached shared must be True or False, not {shared!r}")
     ttl = _checked_ttl(ttl)
     fixed_serializer = None if serializer is None else get_serializer(serializer)
     if key is not None and not callable(key):
@@ -232,7 +240,7 @@ def cached(
                     return await async_func(*args, **kwargs)
                 full = keys(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
-                value = await cache._aread(full, serializer, True, _MISS)
+                value = await cache._aread(full, serializer, True, _MISS, shared)
                 if value is not _MISS:
                     return value
 
@@ -255,7 +263,7 @@ def cached(
                     return func(*args, **kwargs)
                 full = keys(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
-                value = cache._read(full, serializer, True, _MISS)
+                value = cache._read(full, serializer, True, _MISS, shared)
                 if value is not _MISS:
                     return value
 

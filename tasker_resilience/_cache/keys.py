@@ -1,12 +1,13 @@
 """Cache keys for ``@cached`` and glob escaping for key patterns.
 
 A ``@cached`` key is ``namespace:module.qualname:version:digest``; the provider puts
-``key_prefix:`` in front. The digest hashes a canonical, type-tagged encoding of the
-call's arguments *bound to the signature*, so:
+``key_prefix:`` in front. The digest is BLAKE2b (128 bits) over a canonical,
+type-tagged encoding (:func:`encode`) of the call's arguments *bound to the
+signature*, so:
 
 - ``f(1, 2)``, ``f(1, b=2)`` and ``f(a=1, b=2)`` share a key, and so does ``f(1)``
   when ``b`` defaults to 2 (defaults are applied);
-- ``f("a b")`` and ``f("a", "b")`` differ (strings are length-prefixed, arity is encoded);
+- ``f("a b")`` and ``f("a", "b")`` differ (lengths and arity are encoded);
 - ``1``, ``1.0``, ``"1"`` and ``True`` differ (every value carries its type).
 
 Supported argument types: None, bool, int, float, str, bytes, tuple, list, dict, set,
@@ -26,12 +27,13 @@ import decimal
 import enum
 import hashlib
 import inspect
+import marshal
 import pathlib
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["KeyBuilder", "canonical", "digest", "escape_glob", "function_id"]
+__all__ = ["KeyBuilder", "canonical", "digest", "encode", "escape_glob", "function_id"]
 
 _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
@@ -125,32 +127,84 @@ def function_id(func: Callable[..., Any]) -> str:
     return f"{module}.{qualname}"
 
 
-_MEMO_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, bytes, type(None)})
-"""Argument types a key may be remembered for: within one of these exact types,
-equal values have equal canonical texts (unlike float: ``0.0 == -0.0``), and their
-hashes never raise or run user code. The memo is keyed by the types too, since
-``1 == 1.0 == True``."""
+_SCALARS: Final[frozenset[type]] = frozenset({type(None), bool, int, float, str, bytes})
+"""Argument types encoded as themselves (by ``marshal``, which tags each with its type)."""
+_SEQUENCES: Final[frozenset[type]] = frozenset({tuple, list})
+_SPECIAL: Final = Ellipsis
+"""Marks a value given by its canonical text. ``canonical`` rejects ``Ellipsis`` and
+plain values never contain it, so no argument can encode like a marked value."""
+_EMPTY: Final = inspect.Parameter.empty
 MEMO_SIZE: Final = 1024
 """Remembered keys per decorated function; the memo starts over when full."""
-_MEMO_MAX_TEXT: Final = 256
-"""Longer str/bytes arguments are not remembered (the memo would keep them alive)."""
+_MEMO_MAX_BYTES: Final = 512
+"""Encodings longer than this are not remembered (the memo would keep them alive)."""
+_dumps = marshal.dumps
+
+
+def _is_plain(value: Any) -> bool:
+    """True for exact None/bool/int/float/str/bytes, and exact tuples/lists of those."""
+    cls = type(value)
+    if cls in _SCALARS:
+        return True
+    return cls in _SEQUENCES and all(map(_is_plain, value))
+
+
+def _normal(value: Any) -> Any:
+    """``value`` as it is encoded: plain values as themselves, anything else marked with
+    its canonical text (so a dict, a set or a dataclass gets one stable encoding)."""
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if cls is tuple:
+        return tuple(map(_normal, value))
+    if cls is list:
+        return list(map(_normal, value))
+    return (_SPECIAL, canonical(value))
+
+
+_MEMO_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, bytes, type(None)})
+"""Single arguments whose key is remembered by ``(type, value)``: within one of these
+exact types, equal values have equal encodings (unlike float: ``0.0 == -0.0``), and
+their hashes never raise or run user code."""
+_TEXTS: Final = (str, bytes)
+
+
+def encode(values: tuple[Any, ...]) -> bytes:
+    """The canonical bytes of a call's bound argument values (in signature order).
+
+    ``marshal`` format 2 writes every value with its exact type (``1``, ``1.0``,
+    ``True``, ``"1"``, ``b"1"``, ``(1,)`` and ``[1]`` all differ; ``-0.0`` is not
+    ``0.0``), lengths before contents, and no back-references, so equal plain values
+    give equal bytes in every process and different ones never do. Anything else goes
+    through :func:`canonical` first (see :func:`_normal`).
+    """
+    if not (_SCALARS.issuperset(map(type, values)) or all(map(_is_plain, values))):
+        values = tuple(map(_normal, values))
+    return _dumps(values, 2)
 
 
 class KeyBuilder:
     """Builds the provider-level key (without ``key_prefix``) of one decorated function.
 
-    Keys of positional calls with small str/int/bool/bytes/None arguments are
-    remembered: building one (canonical text plus BLAKE2b) costs more than the rest
-    of a memory-cache hit, and the same arguments come back on every hit.
+    Precompiled per signature: the argument values are put in signature order
+    (defaults applied, keywords placed by name) without ``Signature.bind``, which
+    is kept for the shapes that need it (``*args``, ``**kwargs``, and calls that
+    ``bind`` would reject, so the caller sees Python's own ``TypeError``). Keys of
+    calls whose arguments are plain values are remembered by their encoding: the
+    BLAKE2b digest costs more than the rest of a memory-cache hit.
     """
 
     __slots__ = (
+        "_arity",
         "_custom",
         "_defaults",
-        "_labels",
+        "_index",
         "_memo",
+        "_positional",
         "_required",
         "_signature",
+        "_simple",
+        "_typed",
         "base",
     )
 
@@ -169,63 +223,115 @@ class KeyBuilder:
         """``namespace:module.qualname:version:`` (for ``delete_pattern(base + "*")``)."""
         self._custom = custom
         self._signature = inspect.signature(func)
-        # For the common shape (only positional-or-keyword parameters, called
-        # positionally) the binding is a zip: ``Signature.bind`` + ``apply_defaults``
-        # cost more than the rest of a memory-cache hit. Other shapes take the slow path.
         params = list(self._signature.parameters.values())
-        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        simple = all(p.kind in positional for p in params)
-        self._labels: tuple[str, ...] | None = (
-            tuple(_text("", p.name) for p in params) if simple else None
+        kinds = [p.kind for p in params]
+        # Without *args/**kwargs every call binds to one value per parameter, which a
+        # tuple in signature order says exactly.
+        self._simple = inspect.Parameter.VAR_POSITIONAL not in kinds and (
+            inspect.Parameter.VAR_KEYWORD not in kinds
+        )
+        self._positional = sum(
+            kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for kind in kinds
         )
         self._defaults = tuple(p.default for p in params)
-        self._required = sum(p.default is inspect.Parameter.empty for p in params)
-        # A key function may read more than its arguments, and a mutable default may
-        # change between calls: then every call builds its key.
-        memoisable = custom is None and all(
-            p.default is inspect.Parameter.empty or type(p.default) in _MEMO_TYPES for p in params
+        # Positional-only parameters stay out: passing them by name is a TypeError.
+        self._index = {
+            p.name: i
+            for i, p in enumerate(params)
+            if p.kind is not inspect.Parameter.POSITIONAL_ONLY
+        }
+        # Fewest positional arguments a keyword-free call may have.
+        self._required = max(
+            (i + 1 for i, p in enumerate(params[: self._positional]) if p.default is _EMPTY),
+            default=0,
         )
-        self._memo: dict[tuple[Any, Any], str] | None = {} if memoisable else None
+        required_keyword_only = any(
+            p.default is _EMPTY and p.kind is inspect.Parameter.KEYWORD_ONLY for p in params
+        )
+        if required_keyword_only:
+            self._required = len(params) + 1  # never satisfied without keywords
+        # A key function may read more than its arguments: then every call builds its key.
+        self._memo: dict[Any, str] | None = {} if custom is None else None
+        # Calls with exactly this many positional arguments and no keywords bind to
+        # them as they are (-1: no such calls, e.g. with keyword-only parameters).
+        self._arity = len(params) if self._simple and self._positional == len(params) else -1
+        # Keys remembered by (type, value) must not depend on a default that can change.
+        self._typed = all(p.default is _EMPTY or type(p.default) in _SCALARS for p in params)
+
+    def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The call's argument values in signature order, defaults applied (what
+        ``Signature.bind`` + ``apply_defaults`` give, without them where possible)."""
+        count = len(args)
+        # More positional arguments than positional parameters: bind raises.
+        if self._simple and count <= self._positional:
+            defaults = self._defaults
+            if not kwargs:
+                if count == len(defaults):
+                    return args
+                if self._required <= count:
+                    return args + defaults[count:]
+            else:
+                placed = [*args, *defaults[count:]]
+                index = self._index
+                for name, value in kwargs.items():
+                    at = index.get(name, -1)
+                    if at < count:  # unknown name, or given twice: bind says which
+                        break
+                    placed[at] = value
+                else:
+                    # ``is``, not ``in``: a value's own __eq__ must not run here.
+                    if not any(value is _EMPTY for value in placed):
+                        return tuple(placed)
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return tuple(bound.arguments.values())
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         memo = self._memo
-        if memo is None or kwargs:
-            return self._build(args, kwargs)
-        # (types, values): never a user __hash__ or __eq__, as only _MEMO_TYPES get in.
-        if len(args) == 1:
-            arg = args[0]
-            slot: tuple[Any, Any] = (type(arg), arg)
-            known = slot[0] in _MEMO_TYPES
+        if memo is None:
+            return self._custom_key(args, kwargs)
+        if not kwargs and len(args) == self._arity:
+            # The common shape, a call with every argument in place.
+            if self._arity == 1 and self._typed:
+                arg = args[0]
+                cls = type(arg)
+                if cls in _MEMO_TYPES:
+                    # Within one of these exact types equal values encode alike, and
+                    # (type, value) keeps 1, True and b"1" apart: no encoding needed.
+                    slot: Any = (cls, arg)
+                    key = memo.get(slot)
+                    if key is None:
+                        key = self.base + _digest(encode(args))
+                        if cls not in _TEXTS or len(arg) <= _MEMO_MAX_BYTES:
+                            self._remember(memo, slot, key)
+                    return key
+            values = args
         else:
-            types = tuple(map(type, args))
-            slot = (types, args)
-            known = _MEMO_TYPES.issuperset(types)
-        if not known:
-            return self._build(args, kwargs)
-        key = memo.get(slot)
+            values = self.values(args, kwargs)
+        data = encode(values)
+        key = memo.get(data)
         if key is None:
-            key = self._build(args, kwargs)
-            if all(type(arg) not in (str, bytes) or len(arg) <= _MEMO_MAX_TEXT for arg in args):
-                if len(memo) >= MEMO_SIZE:
-                    memo.clear()
-                memo[slot] = key
+            key = self.base + _digest(data)
+            if len(data) <= _MEMO_MAX_BYTES:
+                self._remember(memo, data, key)
         return key
 
-    def _build(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        if self._custom is not None:
-            made = self._custom(*args, **kwargs)
-            # A string from the user's key function is used as is (readable keys,
-            # patterns); anything else is digested like arguments.
-            return self.base + (made if isinstance(made, str) else digest(canonical(made)))
-        labels = self._labels
-        if labels is not None and not kwargs and self._required <= len(args) <= len(labels):
-            # Exactly what bind + apply_defaults yield: arguments in signature order,
-            # missing trailing ones from their defaults.
-            parts = [label + canonical(value) for label, value in zip(labels, args, strict=False)]
-            for index in range(len(args), len(labels)):
-                parts.append(labels[index] + canonical(self._defaults[index]))
-            return self.base + digest("".join(parts))
-        bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        parts = [_text("", name) + canonical(value) for name, value in bound.arguments.items()]
-        return self.base + digest("".join(parts))
+    @staticmethod
+    def _remember(memo: dict[Any, str], slot: Any, key: str) -> None:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[slot] = key
+
+    def _custom_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        assert self._custom is not None
+        made = self._custom(*args, **kwargs)
+        # A string from the user's key function is used as is (readable keys,
+        # patterns); anything else is digested like arguments.
+        if isinstance(made, str):
+            return self.base + made
+        return self.base + _digest(encode((made,)))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

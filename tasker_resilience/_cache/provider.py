@@ -261,14 +261,17 @@ class CacheProvider:
     def _ttl(self, ttl: float | None) -> float:
         return self._default_ttl if ttl is None else self._checked_ttl(ttl)
 
-    def _read(self, key: str, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
-        """The decoded value under ``key`` or ``miss``: ``get`` and ``@cached`` reads."""
+    def _read(
+        self, key: str, serializer: Serializer, enveloped: bool, miss: Any, shared: bool = False
+    ) -> Any:
+        """The decoded value under ``key`` or ``miss``: ``get`` and ``@cached`` reads.
+        ``shared``: a memory-backend hit may hand out the stored object (see reads)."""
         get_entry = self._get_entry
         if get_entry is None:
             if self._near is not None:
                 full, near_entry, token = self._near_begin(key)
                 if near_entry is not None:
-                    return self._read_entry(near_entry, serializer, enveloped, miss)
+                    return self._read_entry(near_entry, serializer, enveloped, miss, shared)
                 return self._near_end(full, token, self._fetch(key), serializer, enveloped, miss)
             return self._finish_get(self._fetch(key), serializer, enveloped, miss)
         # The memory backend: no breaker, no I/O, nothing ever pending to replay.
@@ -278,7 +281,7 @@ class CacheProvider:
         except Exception as exc:
             self._failed(GET, exc)
             return miss
-        return self._read_entry(entry, serializer, enveloped, miss)
+        return self._read_entry(entry, serializer, enveloped, miss, shared)
 
     # --- the near tier: decisions shared by the sync and async paths ---------------------
 
@@ -525,13 +528,16 @@ class CacheProvider:
         )
         self._near_stored(full, token, data, seconds, result)
 
-    async def _aread(self, key: str, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
+    async def _aread(
+        self, key: str, serializer: Serializer, enveloped: bool, miss: Any, shared: bool = False
+    ) -> Any:
         if self._get_entry is not None:
-            return self._read(key, serializer, enveloped, miss)  # in-process: nothing to await
+            # In-process: nothing to await.
+            return self._read(key, serializer, enveloped, miss, shared)
         if self._near is not None:
             full, entry, token = self._near_begin(key)
             if entry is not None:
-                return self._read_entry(entry, serializer, enveloped, miss)
+                return self._read_entry(entry, serializer, enveloped, miss, shared)
             raw = await self._afetch(key)
             return self._near_end(full, token, raw, serializer, enveloped, miss)
         return self._finish_get(await self._afetch(key), serializer, enveloped, miss)

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cachetools import Cache, LRUCache
 
@@ -28,22 +28,28 @@ from tasker_resilience._cache.backends.contract import InProcessAsyncMixin
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
 
-__all__ = ["MemoryBackend", "MemoryEntry", "NoopBackend", "glob_to_regex"]
+__all__ = ["UNSET", "MemoryBackend", "MemoryEntry", "NoopBackend", "glob_to_regex"]
+
 
 _NEVER: Final = math.inf  # a global read on the hit path, not math's attribute
 
 
+UNSET: Final[Any] = object()
+
+
 class MemoryEntry:
     """One stored value. ``value`` and ``expires`` never change (a set makes a new
-    entry); ``copy`` is free for the provider to attach a faster-to-rebuild form of
-    the decoded value (see ``CacheProvider``), valid for exactly this ``value``."""
+    entry); ``copy`` and ``shared`` are free for the provider to attach a
+    faster-to-rebuild form of the decoded value and the decoded value itself (see
+    ``tasker_resilience._cache.reads``), valid for exactly this ``value``."""
 
-    __slots__ = ("copy", "expires", "value")
+    __slots__ = ("copy", "expires", "shared", "value")
 
     def __init__(self, value: bytes, expires: float) -> None:
         self.value: Final = value
         self.expires: Final = expires  # monotonic time; inf = never
         self.copy: bytes | None = None
+        self.shared: Any = UNSET
 
 
 def _class(pattern: str, start: int) -> tuple[str, int] | None:
