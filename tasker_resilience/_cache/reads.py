@@ -51,7 +51,10 @@ class ReadDecoder:
             return miss
         try:
             value = serializer.loads(raw)
-        except SerializationError as exc:
+        except Exception as exc:
+            # SerializationError from ours; anything at all from a user's serializer
+            # fed foreign bytes. An entry that cannot be read is a miss: the caller
+            # recomputes and overwrites it.
             return self.unreadable(exc, miss)
         return self.hit(value, enveloped, miss)
 
@@ -66,9 +69,14 @@ class ReadDecoder:
         next(self._hit_count)
         return value
 
-    def unreadable(self, exc: SerializationError, miss: Any) -> Any:
+    def unreadable(self, exc: Exception, miss: Any) -> Any:
         next(self._error_count)
-        self._warnings.warn("cache entry unreadable, treated as a miss: %s", exc)
+        # Rate-limited: a poisoned hot key would otherwise log on every read.
+        self._warnings.warn(
+            "cache entry unreadable, treated as a miss: %s: %s",
+            type(exc).__name__,
+            str(exc)[:200],
+        )
         return miss
 
     def entry(
@@ -104,7 +112,7 @@ class ReadDecoder:
             return value
         try:
             value = serializer.loads(entry.value)
-        except SerializationError as exc:
+        except Exception as exc:  # as in finish
             return self.unreadable(exc, miss)
         if type(serializer) is JsonSerializer:
             # Decoded JSON holds only dict, list, str, int, float, bool, None and bytes,

@@ -130,8 +130,14 @@ class JsonSerializer:
                 decoder = _TAGGED_DECODER if _BYTES_KEY_TEXT in text else _PLAIN_DECODER
                 # raw_decode from index 1 skips the tag without copying the payload.
                 value, end = decoder.raw_decode(text, 1)
-            except (ValueError, binascii.Error) as exc:  # incl. UnicodeDecodeError
-                raise SerializationError(f"stored JSON value is unreadable: {exc}") from exc
+            except (ValueError, binascii.Error, TypeError, RecursionError) as exc:
+                # Written by someone else: not UTF-8 (a ValueError), a bytes tag around
+                # a non-string (TypeError from b64decode), nesting deeper than the
+                # decoder's stack (RecursionError). Each is a miss, never the caller's
+                # exception.
+                raise SerializationError(
+                    f"stored JSON value is unreadable: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
             if end != len(text):
                 raise SerializationError("stored JSON value has trailing data")
             return value

@@ -8,6 +8,7 @@ bounds are wide (a shared 2-core machine); what they separate differs by 10x or 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from tasker_resilience import cached
 from tasker_resilience._operations.drill.local_server import LocalServer, find_server_binary
 
 from ._support import TransitionRecorder, configure_cache
@@ -117,3 +119,43 @@ async def test_case8_async_pool_exhaustion_is_not_a_failure(redis_server: Server
     assert set(results) <= {"v", None}
     assert await res.cache.aget("k") == "v"
     await res.cache.aclose()
+
+
+# --- case 1: poisoned entries are misses ------------------------------------------------
+
+POISONS = {
+    "deep-json": b"J" + b"[" * 100_000 + b"]" * 100_000,
+    "bytes-tag-not-a-string": b'J{"__tasker_bytes__": 5}',
+    "bytes-tag-bad-base64": b'J{"__tasker_bytes__": "***"}',
+    "not-our-format": b"\xff\xfe\x00garbage",
+    "not-utf8-json": b"J\xff\xfe",
+}
+
+
+async def test_case1_poisoned_entries_are_misses_and_cached_overwrites_them(
+    cache_url: str, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    res = configure_cache(cache_url, "redis", key_prefix, failure_threshold=1)
+    raw = redis.Redis.from_url(cache_url)
+    calls: list[int] = []
+
+    @cached(ttl=60, namespace="case1")
+    def compute(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    with caplog.at_level(logging.WARNING, "tasker_resilience.cache"):
+        for name, poison in POISONS.items():
+            raw.set(f"{key_prefix}:{name}", poison)  # no TTL: poisoned forever
+            assert res.cache.get(name) is None, name
+            assert await res.cache.aget(name) is None, name
+            raw.set(compute.cache_key(len(calls)), poison)
+            assert compute(len(calls)) == 2 * calls[-1]  # recomputed, not raised
+        for index in range(len(POISONS)):
+            # Overwritten with a readable entry: a hit now, the function not called.
+            assert compute(index) == 2 * index
+    assert calls == list(range(len(POISONS)))
+    assert res.cache.circuit_state == "closed"
+    assert res.breakers.get("cache").metrics()["failed_calls"] == 0
+    unreadable = [r for r in caplog.records if "unreadable" in r.getMessage()]
+    assert 1 <= len(unreadable) <= 2  # rate-limited: one per 10 s (+ "held back" note)
