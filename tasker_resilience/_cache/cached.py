@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import math
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from tasker_resilience import _resilience
 from tasker_resilience._cache.keys import KeyBuilder, escape_glob
+from tasker_resilience._cache.limits import checked_ttl
 from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import Serializer, get_serializer
 from tasker_resilience._resilience import current
@@ -180,13 +180,7 @@ def _current_cache() -> CacheProvider:
 
 
 def _checked_ttl(ttl: float | None) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"@cached ttl must be a number of seconds, not {ttl!r}")
-    if not (ttl > 0 and math.isfinite(ttl)):
-        raise ValueError(f"@cached ttl must be positive and finite, not {ttl!r}")
-    return ttl
+    return None if ttl is None else checked_ttl(ttl, "@cached ttl")
 
 
 def cached(

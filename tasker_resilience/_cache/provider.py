@@ -23,7 +23,6 @@ decision (``_fetch``/``_afetch``, ``_write``/``_awrite``); the twins differ only
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -42,6 +41,7 @@ from tasker_resilience._cache.invalidations import (
     Step,
 )
 from tasker_resilience._cache.keys import escape_glob
+from tasker_resilience._cache.limits import checked_key, checked_ttl, key_error
 from tasker_resilience._cache.near import NearEntry, NearTier
 from tasker_resilience._cache.outcomes import (
     DELETE_OP,
@@ -95,7 +95,7 @@ class CacheProvider:
         self._key_prefix = key_prefix
         self._prefix = key_prefix + ":"
         self._pattern_prefix = escape_glob(key_prefix) + ":"
-        self._default_ttl = self._checked_ttl(default_ttl_seconds)
+        self._default_ttl = checked_ttl(default_ttl_seconds, "default_ttl_seconds")
         self._serializer = get_serializer(serializer)
         self._stats = CacheStats()
         self._faults = faults = CacheFaults(backend, self._backend_name, breaker, self._stats)
@@ -250,16 +250,8 @@ class CacheProvider:
 
     # --- shared decisions -----------------------------------------------------------------
 
-    @staticmethod
-    def _checked_ttl(ttl: float) -> float:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-            raise TypeError(f"ttl must be a number of seconds, not {ttl!r}")
-        if not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
-        return ttl
-
     def _ttl(self, ttl: float | None) -> float:
-        return self._default_ttl if ttl is None else self._checked_ttl(ttl)
+        return self._default_ttl if ttl is None else checked_ttl(ttl)
 
     def _read(
         self, key: str, serializer: Serializer, enveloped: bool, miss: Any, shared: bool = False
@@ -324,18 +316,26 @@ class CacheProvider:
             near.fill(full, token, data, seconds)
 
     def _full_key(self, key: str) -> str:
-        if not isinstance(key, str):
-            raise TypeError(f"cache keys are strings, not {type(key).__name__}")
-        return self._prefix + key
+        return self._prefix + checked_key(key)
 
     def _full_pattern(self, pattern: str) -> str:
-        if not isinstance(pattern, str):
-            raise TypeError(f"cache key patterns are strings, not {type(pattern).__name__}")
-        return self._pattern_prefix + pattern
+        return self._pattern_prefix + checked_key(pattern, "cache key patterns")
 
-    def _get_skipped(self) -> Any:
+    def _get_skipped(self, key: str) -> Any:
+        # The open-circuit answer checks the key as a closed circuit would have.
+        checked_key(key)
         self._stats.count(GET, "skipped_open")
         return UNAVAILABLE
+
+    def _hot_read_raised(
+        self, breaker: Breaker, generation: int, key: str, exc: BaseException
+    ) -> Any:
+        error = key_error(key) if isinstance(exc, UnicodeError) else None
+        if error is not None:
+            # The key, not the backend: neutral for the breaker, the caller's error.
+            breaker._release(generation, error, self._policy)
+            raise error from None
+        return self._faults.hot_read_raised(breaker, generation, exc)
 
     # --- sync -------------------------------------------------------------------------------
 
@@ -350,11 +350,11 @@ class CacheProvider:
             # about 1 us a call next to a ~35 us loopback GET.
             generation = breaker._acquire()
             if generation is None:
-                return self._get_skipped()
+                return self._get_skipped(key)
             try:
                 raw = self._backend.get(self._prefix + key)
             except BaseException as exc:
-                return self._faults.hot_read_raised(breaker, generation, exc)
+                return self._hot_read_raised(breaker, generation, key, exc)
             breaker._release(generation, None, self._policy)
             return raw
         full = self._full_key(key)
@@ -472,11 +472,11 @@ class CacheProvider:
             # The hot path, as in _fetch.
             generation = breaker._acquire()
             if generation is None:
-                return self._get_skipped()
+                return self._get_skipped(key)
             try:
                 raw = await self._backend.aget(self._prefix + key)
             except BaseException as exc:
-                return self._faults.hot_read_raised(breaker, generation, exc)
+                return self._hot_read_raised(breaker, generation, key, exc)
             breaker._release(generation, None, self._policy)
             return raw
         full = self._full_key(key)

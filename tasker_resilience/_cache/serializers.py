@@ -115,6 +115,10 @@ class JsonSerializer:
         except (TypeError, ValueError) as exc:
             # circular reference, bad dict key type, a lone surrogate UTF-8 cannot hold
             raise SerializationError(f"value cannot be stored as JSON: {exc}") from exc
+        except RecursionError:
+            raise SerializationError(
+                "value cannot be stored as JSON: nested deeper than the encoder can go"
+            ) from None
         # Only values that hold our tag string pay for this walk (nested bytes do).
         if _BYTES_KEY_JSON in data and _reserved_key_used(value):
             raise SerializationError(
@@ -159,6 +163,8 @@ class PickleSerializer(JsonSerializer):
             return _PICKLE_TAG + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise SerializationError(f"value cannot be pickled: {exc}") from exc
+        except RecursionError:
+            raise SerializationError("value cannot be pickled: nested too deeply") from None
 
     def loads(self, data: bytes) -> Any:
         if data and data[0] == _PICKLE_TAG_INT:

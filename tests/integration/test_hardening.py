@@ -159,3 +159,49 @@ async def test_case1_poisoned_entries_are_misses_and_cached_overwrites_them(
     assert res.breakers.get("cache").metrics()["failed_calls"] == 0
     unreadable = [r for r in caplog.records if "unreadable" in r.getMessage()]
     assert 1 <= len(unreadable) <= 2  # rate-limited: one per 10 s (+ "held back" note)
+
+
+# --- case 4: caller mistakes raise the library's own errors, open or closed ------------
+
+
+def _deep(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+MISTAKES: list[tuple[str, Callable[[Any], Any], type[Exception], str]] = [
+    ("surrogate key set", lambda c: c.set("bad\udc80key", 1), ValueError, "UTF-8"),
+    ("surrogate key get", lambda c: c.get("bad\udc80key"), ValueError, "UTF-8"),
+    ("surrogate key delete", lambda c: c.delete("bad\udc80key"), ValueError, "UTF-8"),
+    ("surrogate pattern", lambda c: c.delete_pattern("bad\udc80*"), ValueError, "UTF-8"),
+    ("deep value", lambda c: c.set("k", _deep(100_000)), TypeError, "nested"),
+    ("ttl 1e16", lambda c: c.set("k", 1, ttl=1e16), ValueError, "100 years"),
+    ("ttl 1e306", lambda c: c.set("k", 1, ttl=1e306), ValueError, "100 years"),
+]
+
+
+@pytest.mark.parametrize("circuit", ["closed", "open"])
+@pytest.mark.parametrize(("name", "call", "error", "says"), MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_case4_caller_mistakes_raise_our_errors_whatever_the_circuit(
+    cache_url: str,
+    key_prefix: str,
+    circuit: str,
+    name: str,
+    call: Callable[[Any], Any],
+    error: type[Exception],
+    says: str,
+) -> None:
+    res = configure_cache(cache_url, "redis", key_prefix, failure_threshold=1)
+    if circuit == "open":
+        res.breakers.get("cache").force_open()
+    with pytest.raises(error, match=says) as caught:
+        call(res.cache)
+    # Not a raw UnicodeEncodeError, RecursionError, OverflowError or redis ResponseError.
+    assert type(caught.value) in (ValueError, TypeError) or caught.value.__module__.startswith(
+        "tasker_resilience"
+    ), repr(caught.value)
+    assert not isinstance(caught.value, (UnicodeError, redis.RedisError))
+    assert res.cache.circuit_state == circuit
+    assert res.breakers.get("cache").metrics()["failed_calls"] == 0
