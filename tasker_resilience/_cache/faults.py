@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tasker_resilience._breakers.breaker import Admission, Breaker
+from tasker_resilience._cache.backends.contract import WriteRejectedError
 from tasker_resilience._cache.outcomes import GET, HEALTH, CacheStats
 
 __all__ = [
@@ -136,6 +137,18 @@ class CacheFaults:
                 self.backend_name,
                 self.where,
                 "a miss" if op is GET else "skipped",
+            )
+            return True
+        if isinstance(exc, WriteRejectedError):
+            # This write's own problem (too large for the server): the caller's data
+            # is not stored, the key is invalidated by the caller, nobody else pays.
+            self._stats.count(op, "error")
+            self.warnings.warn(
+                "cache %s on %r%s was refused for this value (%s); the key is invalidated",
+                op,
+                self.backend_name,
+                self.where,
+                self.redact(str(exc)),
             )
             return True
         if not (self.policy(exc) or op is GET or op is HEALTH):

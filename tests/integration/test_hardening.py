@@ -205,3 +205,74 @@ def test_case4_caller_mistakes_raise_our_errors_whatever_the_circuit(
     assert not isinstance(caught.value, (UnicodeError, redis.RedisError))
     assert res.cache.circuit_state == circuit
     assert res.breakers.get("cache").metrics()["failed_calls"] == 0
+
+
+# --- case 3: "cannot do that" is not "down" --------------------------------------------
+
+
+def _assert_deletes_work(res: Any) -> None:
+    cache = res.cache
+    for key in ("a", "b", "p:1", "p:2"):
+        cache.set(key, key)
+    cache.delete("a")  # UNLINK refused: DEL instead, no exception
+    assert cache.get("a") is None
+    assert cache.delete_pattern("p:*") == 2
+    assert cache.get("p:1") is None
+    cache.set("c", 3)  # unrelated writes keep working
+    assert cache.get("b") == "b"
+    assert cache.get("c") == 3
+    assert cache.circuit_state == "closed"
+    assert res.breakers.get("cache").metrics()["failed_calls"] == 0
+
+
+async def _assert_async_deletes_work(res: Any) -> None:
+    cache = res.cache
+    await cache.aset("x", 1)
+    await cache.adelete("x")
+    assert await cache.aget("x") is None
+    await cache.aset("q:1", 1)
+    assert await cache.adelete_pattern("q:*") == 1
+    assert cache.circuit_state == "closed"
+    await cache.aclose()
+
+
+async def test_case3_renamed_unlink_falls_back_to_del(redis_server: ServerFactory) -> None:
+    server = redis_server("--rename-command", "UNLINK", "")
+    res = configure_cache(server.url, "redis", "case3", failure_threshold=1)
+    _assert_deletes_work(res)
+    await _assert_async_deletes_work(configure_cache(server.url, "redis", "case3a"))
+
+
+async def test_case3_acl_user_without_unlink_falls_back_to_del(
+    redis_server: ServerFactory,
+) -> None:
+    server = redis_server()
+    _raw(server).execute_command("ACL", "SETUSER", "app", "on", ">app-pw", "~*", "+@all", "-unlink")
+    url = f"redis://app:app-pw@127.0.0.1:{server.port}/0"
+    res = configure_cache(url, "redis", "case3acl", failure_threshold=1)
+    _assert_deletes_work(res)
+    await _assert_async_deletes_work(configure_cache(url, "redis", "case3acla"))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_case3_a_value_over_proto_max_bulk_len_is_one_failed_write(
+    redis_server: ServerFactory, mode: str
+) -> None:
+    server = redis_server()
+    _raw(server).config_set("proto-max-bulk-len", 1024 * 1024)
+    res = configure_cache(server.url, "redis", "case3big", failure_threshold=1)
+    cache = res.cache
+    cache.set("k", "old")
+    big = "x" * (2 * 1024 * 1024)
+    if mode == "sync":
+        cache.set("k", big)  # refused by the server: logged, not raised
+    else:
+        await cache.aset("k", big)
+        await cache.aclose()
+    assert cache.circuit_state == "closed"
+    assert res.breakers.get("cache").metrics()["failed_calls"] == 0
+    # The write failed, so the old value must not be served: it was invalidated.
+    assert cache.get("k") is None
+    assert _raw(server).get("case3big:k") is None
+    cache.set("other", 1)
+    assert cache.get("other") == 1

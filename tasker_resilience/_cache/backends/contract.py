@@ -31,6 +31,7 @@ __all__ = [
     "BackendFactory",
     "CacheBackend",
     "InProcessAsyncMixin",
+    "WriteRejectedError",
     "backend_factory",
     "import_plugins",
     "known_backend_names",
@@ -39,6 +40,12 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "tasker_resilience.cache_backends"
+
+
+class WriteRejectedError(Exception):
+    """A backend refused this one write (e.g. a value over the server's size limit)
+    while the backend itself is fine. The provider logs it and treats it as that
+    caller's failed write: the key is invalidated, the breaker does not count it."""
 
 
 @runtime_checkable

@@ -16,7 +16,10 @@ server):
   loop that opened them, and tests (or ``asyncio.run`` per job) use many loops.
 
 ``delete_pattern`` walks the keyspace with ``SCAN MATCH`` and removes keys with
-``UNLINK`` in batches; it never sends ``KEYS`` (which blocks the server).
+``UNLINK`` in batches; it never sends ``KEYS`` (which blocks the server). A server
+that refuses ``UNLINK`` (renamed, or an ACL user without it) gets ``DEL`` instead.
+A write the server cuts off for its size is a :class:`WriteRejectedError`: that
+caller's failed write, not an outage.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import redis
 import redis.exceptions as rex
 from redis.backoff import NoBackoff
 
+from tasker_resilience._cache.backends.contract import WriteRejectedError
 from tasker_resilience._config.redact import REDACTED
 from tasker_resilience._config.schema import RedisConfig
 from tasker_resilience._errors import ConfigurationError
@@ -45,6 +49,9 @@ SCAN_COUNT = 1000
 """``SCAN ... COUNT`` hint: keys the server examines per round trip."""
 UNLINK_BATCH = 500
 """Keys removed per ``UNLINK``."""
+LARGE_VALUE_BYTES = 1024 * 1024
+"""The smallest ``proto-max-bulk-len`` a Redis server accepts (1 MiB): a write of at
+least this size that the server cuts off may be over the server's limit."""
 
 
 class SyncClient(Protocol):
@@ -53,6 +60,7 @@ class SyncClient(Protocol):
     def get(self, name: str) -> Any: ...
     def set(self, name: str, value: bytes, *, px: int | None = None) -> Any: ...
     def unlink(self, *names: str) -> Any: ...
+    def delete(self, *names: str) -> Any: ...
     def scan_iter(self, match: str | None = None, count: int | None = None) -> Iterator[Any]: ...
     def ping(self) -> Any: ...
     def close(self) -> None: ...
@@ -64,6 +72,7 @@ class AsyncClient(Protocol):
     def get(self, name: str) -> Awaitable[Any]: ...
     def set(self, name: str, value: bytes, *, px: int | None = None) -> Awaitable[Any]: ...
     def unlink(self, *names: str) -> Awaitable[Any]: ...
+    def delete(self, *names: str) -> Awaitable[Any]: ...
     def scan_iter(
         self, match: str | None = None, count: int | None = None
     ) -> AsyncIterator[Any]: ...
@@ -136,6 +145,33 @@ def is_redis_failure(exc: BaseException) -> bool:
     return False
 
 
+def unlink_refused(exc: BaseException) -> bool:
+    """True when the server has no usable ``UNLINK``: renamed away (``rename-command``),
+    or an ACL user without ``+unlink``. Deletes then fall back to ``DEL``."""
+    if not isinstance(exc, rex.ResponseError):
+        return False
+    text = str(exc).lower()
+    return "unlink" in text and ("unknown command" in text or "permission" in text)
+
+
+def oversized_write(exc: BaseException, size: int) -> bool:
+    """True when a failed write of ``size`` bytes looks refused for its size: the
+    server answers an oversized bulk with a protocol error and closes the connection,
+    which the client sees as a reset or broken pipe while writing, or as that reply."""
+    if size < LARGE_VALUE_BYTES or isinstance(exc, rex.TimeoutError) or is_pool_exhausted(exc):
+        return False
+    if isinstance(exc, rex.ResponseError):
+        return "bulk length" in str(exc).lower() or "protocol" in str(exc).lower()
+    return isinstance(exc, rex.ConnectionError)
+
+
+def _rejected(exc: BaseException, size: int) -> WriteRejectedError:
+    return WriteRejectedError(
+        f"a {size}-byte value was refused by the server ({type(exc).__name__}: {exc}); "
+        "is it over the server's proto-max-bulk-len?"
+    )
+
+
 # --- building clients ----------------------------------------------------------------------
 
 
@@ -182,6 +218,9 @@ class RedisBackend:
                     "common.cache.redis.url", config.redacted_url, "database 0 in cluster mode"
                 )
         self._password = _password(config.url)
+        # False once the server refused UNLINK (renamed, or not in the ACL user's
+        # commands): every later delete uses DEL.
+        self._unlink = True
         self._client: SyncClient | None = None
         self._sync_factory: Callable[[], SyncClient] = (
             self._build_sync if client is None else lambda: client
@@ -292,10 +331,26 @@ class RedisBackend:
         return value
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        self.client.set(key, value, px=_milliseconds(ttl_seconds))
+        try:
+            self.client.set(key, value, px=_milliseconds(ttl_seconds))
+        except rex.RedisError as exc:
+            if oversized_write(exc, len(value)):
+                raise _rejected(exc, len(value)) from None
+            raise
+
+    def _remove(self, client: SyncClient, keys: list[str]) -> int:
+        """``UNLINK`` (frees memory off the server's main thread), else ``DEL``."""
+        if self._unlink:
+            try:
+                return int(client.unlink(*keys))
+            except rex.ResponseError as exc:
+                if not unlink_refused(exc):
+                    raise
+                self._unlink = False
+        return int(client.delete(*keys))
 
     def delete(self, key: str) -> None:
-        self.client.unlink(key)
+        self._remove(self.client, [key])
 
     def delete_pattern(self, pattern: str) -> int:
         client = self.client
@@ -304,10 +359,10 @@ class RedisBackend:
         for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
             batch.append(key)
             if len(batch) >= UNLINK_BATCH:
-                deleted += int(client.unlink(*batch))
+                deleted += self._remove(client, batch)
                 batch = []
         if batch:
-            deleted += int(client.unlink(*batch))
+            deleted += self._remove(client, batch)
         return deleted
 
     def health_check(self) -> bool:
@@ -330,10 +385,26 @@ class RedisBackend:
         return value
 
     async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        await self.async_client.set(key, value, px=_milliseconds(ttl_seconds))
+        try:
+            await self.async_client.set(key, value, px=_milliseconds(ttl_seconds))
+        except rex.RedisError as exc:
+            if oversized_write(exc, len(value)):
+                raise _rejected(exc, len(value)) from None
+            raise
+
+    async def _aremove(self, client: AsyncClient, keys: list[str]) -> int:
+        """Async :meth:`_remove`."""
+        if self._unlink:
+            try:
+                return int(await client.unlink(*keys))
+            except rex.ResponseError as exc:
+                if not unlink_refused(exc):
+                    raise
+                self._unlink = False
+        return int(await client.delete(*keys))
 
     async def adelete(self, key: str) -> None:
-        await self.async_client.unlink(key)
+        await self._aremove(self.async_client, [key])
 
     async def adelete_pattern(self, pattern: str) -> int:
         client = self.async_client
@@ -342,10 +413,10 @@ class RedisBackend:
         async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
             batch.append(key)
             if len(batch) >= UNLINK_BATCH:
-                deleted += int(await client.unlink(*batch))
+                deleted += await self._aremove(client, batch)
                 batch = []
         if batch:
-            deleted += int(await client.unlink(*batch))
+            deleted += await self._aremove(client, batch)
         return deleted
 
     async def ahealth_check(self) -> bool:
