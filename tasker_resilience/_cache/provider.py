@@ -392,8 +392,18 @@ class CacheProvider:
             if undo is not None:
                 self._pending.add(*undo)
             return skipped
+        except BaseException:
+            self._interrupted(undo)
+            raise
         self._stats.count(op, "ok")
         return result
+
+    def _interrupted(self, undo: Step | None) -> None:
+        """A write cancelled or interrupted mid-call (``asyncio.wait_for``, Ctrl-C):
+        it may or may not have reached the server, so it is remembered and replayed
+        like a failed one. The breaker saw it as neutral (neither success nor failure)."""
+        if undo is not None:
+            self._pending.add(*undo)
 
     def _store(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
         full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
@@ -512,6 +522,9 @@ class CacheProvider:
             if undo is not None:
                 self._pending.add(*undo)
             return skipped
+        except BaseException:
+            self._interrupted(undo)
+            raise
         self._stats.count(op, "ok")
         return result
 

@@ -276,3 +276,38 @@ async def test_case3_a_value_over_proto_max_bulk_len_is_one_failed_write(
     assert _raw(server).get("case3big:k") is None
     cache.set("other", 1)
     assert cache.get("other") == 1
+
+
+# --- case 2: cancelled invalidations are remembered ---------------------------------------
+
+
+@pytest.mark.parametrize("op", ["adelete", "adelete_pattern", "aset"])
+async def test_case2_an_invalidation_cancelled_by_the_caller_is_replayed(
+    redis_server: ServerFactory, op: str
+) -> None:
+    server = redis_server()
+    # Timeouts far above the caller's own deadline: the caller gives up first.
+    res = configure_cache(
+        server.url, "redis", "case2", failure_threshold=1, socket_timeout=3.0, connect_timeout=3.0
+    )
+    cache = res.cache
+    cache.set("k", "old")
+    server.freeze()
+    try:
+        call = {
+            "adelete": lambda: cache.adelete("k"),
+            "adelete_pattern": lambda: cache.adelete_pattern("k*"),
+            "aset": lambda: cache.aset("k", "new"),
+        }[op]
+        # The asyncio client connects now: the kernel accepts, the frozen server never
+        # answers the handshake, so the command itself is never sent.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(call(), 0.3)
+    finally:
+        server.thaw()
+    assert cache.pending_invalidations()["pending"] == 1
+    assert res.breakers.get("cache").metrics()["failed_calls"] == 0  # never counted
+    assert cache.circuit_state == "closed"
+    assert await cache.aget("k") is None  # replayed before the read: "old" is gone
+    assert cache.get("k") is None
+    await cache.aclose()
