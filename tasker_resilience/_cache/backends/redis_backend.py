@@ -25,7 +25,6 @@ caller's failed write, not an outage.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +35,12 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 
 from tasker_resilience._cache.backends.contract import WriteRejectedError
+from tasker_resilience._cache.backends.redis_commands import (
+    AsyncCommandClient,
+    CommandClient,
+    RedisCommands,
+    ttl_milliseconds,
+)
 from tasker_resilience._config.redact import REDACTED
 from tasker_resilience._config.schema import RedisConfig
 from tasker_resilience._errors import ConfigurationError
@@ -54,24 +59,20 @@ LARGE_VALUE_BYTES = 1024 * 1024
 least this size that the server cuts off may be over the server's limit."""
 
 
-class SyncClient(Protocol):
+class SyncClient(CommandClient, Protocol):
     """The part of ``redis.Redis`` / ``redis.cluster.RedisCluster`` used here."""
 
     def get(self, name: str) -> Any: ...
-    def set(self, name: str, value: bytes, *, px: int | None = None) -> Any: ...
-    def unlink(self, *names: str) -> Any: ...
     def delete(self, *names: str) -> Any: ...
     def scan_iter(self, match: str | None = None, count: int | None = None) -> Iterator[Any]: ...
     def ping(self) -> Any: ...
     def close(self) -> None: ...
 
 
-class AsyncClient(Protocol):
+class AsyncClient(AsyncCommandClient, Protocol):
     """The part of ``redis.asyncio.Redis`` / ``redis.asyncio.cluster.RedisCluster`` used here."""
 
     def get(self, name: str) -> Awaitable[Any]: ...
-    def set(self, name: str, value: bytes, *, px: int | None = None) -> Awaitable[Any]: ...
-    def unlink(self, *names: str) -> Awaitable[Any]: ...
     def delete(self, *names: str) -> Awaitable[Any]: ...
     def scan_iter(
         self, match: str | None = None, count: int | None = None
@@ -191,8 +192,11 @@ def _password(url: str) -> str | None:
     return unquote(password) if password else None
 
 
-class RedisBackend:
+class RedisBackend(RedisCommands):
     """A Redis-protocol backend (Redis, Valkey, Dragonfly, Redis Cluster).
+
+    Besides the backend contract it offers the commands of :class:`RedisCommands`
+    (add, incr, touch, batches) that framework integrations run through the provider.
 
     ``client`` and ``async_client_factory`` replace the clients built from ``config``
     (tests inject fakeredis this way); the factory is called once per event loop.
@@ -332,7 +336,7 @@ class RedisBackend:
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         try:
-            self.client.set(key, value, px=_milliseconds(ttl_seconds))
+            self.client.set(key, value, px=ttl_milliseconds(ttl_seconds))
         except rex.RedisError as exc:
             if oversized_write(exc, len(value)):
                 raise _rejected(exc, len(value)) from None
@@ -386,7 +390,7 @@ class RedisBackend:
 
     async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         try:
-            await self.async_client.set(key, value, px=_milliseconds(ttl_seconds))
+            await self.async_client.set(key, value, px=ttl_milliseconds(ttl_seconds))
         except rex.RedisError as exc:
             if oversized_write(exc, len(value)):
                 raise _rejected(exc, len(value)) from None
@@ -440,8 +444,3 @@ class RedisBackend:
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.name!r} {self.redacted_url}>"
-
-
-def _milliseconds(ttl_seconds: float | None) -> int | None:
-    # PX keeps sub-second TTLs; never 0, which Redis rejects.
-    return None if ttl_seconds is None else max(1, math.ceil(ttl_seconds * 1000))

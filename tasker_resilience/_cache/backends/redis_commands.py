@@ -1,0 +1,161 @@
+"""Redis commands beyond the backend contract, for integrations that need them.
+
+The :class:`~tasker_resilience._cache.backends.contract.CacheBackend` contract is what
+every backend must offer (get, set, delete, delete_pattern, health_check). Framework
+caches such as Django's need more: an atomic add, counters, touch, and batches. Those
+are Redis commands, so they live here as a mixin of
+:class:`~tasker_resilience._cache.backends.redis_backend.RedisBackend`, and the
+provider runs them under the ``cache`` breaker like any other backend call
+(``CacheProvider.command``).
+
+Keys are full keys (prefix applied), values are bytes, TTLs are seconds: ``None``
+means no expiry. Each sync method and its ``a``-prefixed twin send the same commands;
+the twins differ only in the ``await``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+__all__ = ["AsyncCommandClient", "CommandClient", "RedisCommands"]
+
+# INCRBY only when the key exists: Django's contract is "incr on a missing key raises
+# ValueError", and EXISTS then INCRBY as two commands could create the key if it expired
+# in between. One script, one round trip, atomic. Returns nil for a missing key.
+_INCR_EXISTING: Final = (
+    "if redis.call('EXISTS', KEYS[1]) == 1 then "
+    "return redis.call('INCRBY', KEYS[1], ARGV[1]) end "
+    "return false"
+)
+
+
+class CommandClient(Protocol):
+    """The part of a sync redis-py client these commands use."""
+
+    def set(self, name: str, value: bytes, *, px: int | None = None, nx: bool = False) -> Any: ...
+    def mget(self, keys: Sequence[str]) -> Any: ...
+    def exists(self, *names: str) -> Any: ...
+    def unlink(self, *names: str) -> Any: ...
+    def persist(self, name: str) -> Any: ...
+    def pexpire(self, name: str, time: int) -> Any: ...
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+    def pipeline(self, transaction: bool = True) -> Any: ...
+
+
+class AsyncCommandClient(Protocol):
+    """The part of an asyncio redis-py client these commands use."""
+
+    def set(
+        self, name: str, value: bytes, *, px: int | None = None, nx: bool = False
+    ) -> Awaitable[Any]: ...
+    def mget(self, keys: Sequence[str]) -> Awaitable[Any]: ...
+    def exists(self, *names: str) -> Awaitable[Any]: ...
+    def unlink(self, *names: str) -> Awaitable[Any]: ...
+    def persist(self, name: str) -> Awaitable[Any]: ...
+    def pexpire(self, name: str, time: int) -> Awaitable[Any]: ...
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]: ...
+    def pipeline(self, transaction: bool = True) -> Any: ...
+
+
+class _Clients(Protocol):
+    @property
+    def client(self) -> CommandClient: ...
+    @property
+    def async_client(self) -> AsyncCommandClient: ...
+    @property
+    def cluster_url(self) -> str | None: ...
+    # UNLINK, or DEL on a server that refuses UNLINK: the backend decides once.
+    def _remove(self, client: Any, keys: list[str]) -> int: ...
+    async def _aremove(self, client: Any, keys: list[str]) -> int: ...
+
+
+def ttl_milliseconds(ttl_seconds: float | None) -> int | None:
+    """``PX`` for ``ttl_seconds`` (None: no expiry). Never 0, which ``SET`` rejects."""
+    return None if ttl_seconds is None else max(1, math.ceil(ttl_seconds * 1000))
+
+
+def _expire_milliseconds(ttl_seconds: float) -> int:
+    # PEXPIRE accepts 0 (and negatives): the key is deleted at once, which is what a
+    # zero timeout means.
+    return max(0, math.ceil(ttl_seconds * 1000))
+
+
+def _mget(client: Any, keys: Sequence[str], cluster: bool) -> Any:
+    # A cluster client refuses MGET across slots; mget_nonatomic splits it per slot.
+    return client.mget_nonatomic(keys) if cluster else client.mget(keys)
+
+
+def _set_pipeline(client: Any, items: Mapping[str, bytes], ttl_seconds: float | None) -> Any:
+    """One round trip of ``SET key value [PX ttl]``, no MULTI: the keys are independent."""
+    pipe = client.pipeline(transaction=False)
+    px = ttl_milliseconds(ttl_seconds)
+    for key, value in items.items():
+        pipe.set(key, value, px=px)
+    return pipe
+
+
+def _incr_result(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+class RedisCommands:
+    """Extra commands of the Redis backend, each with its async twin."""
+
+    def add(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        """Store ``value`` only if ``key`` is absent (``SET NX``); True when stored."""
+        return bool(self.client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
+
+    def get_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
+        """The raw values of ``keys``, in order, None where absent."""
+        return list(_mget(self.client, keys, self.cluster_url is not None))
+
+    def set_many(self: _Clients, items: Mapping[str, bytes], ttl_seconds: float | None) -> None:
+        _set_pipeline(self.client, items, ttl_seconds).execute()
+
+    def delete_many(self: _Clients, keys: Sequence[str]) -> int:
+        """Remove ``keys``; how many existed."""
+        return self._remove(self.client, list(keys)) if keys else 0
+
+    def exists(self: _Clients, key: str) -> bool:
+        return bool(self.client.exists(key))
+
+    def incr(self: _Clients, key: str, delta: int) -> int | None:
+        """``key`` incremented by ``delta``; None (and nothing created) when absent."""
+        return _incr_result(self.client.eval(_INCR_EXISTING, 1, key, delta))
+
+    def touch(self: _Clients, key: str, ttl_seconds: float | None) -> bool:
+        """Give ``key`` a new TTL (None: never expires; 0: expire now); False if absent."""
+        client = self.client
+        if ttl_seconds is None:
+            # PERSIST answers 0 for a key without a TTL too: ask whether it exists.
+            return bool(client.persist(key)) or bool(client.exists(key))
+        return bool(client.pexpire(key, _expire_milliseconds(ttl_seconds)))
+
+    async def aadd(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        client = self.async_client
+        return bool(await client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
+
+    async def aget_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
+        return list(await _mget(self.async_client, keys, self.cluster_url is not None))
+
+    async def aset_many(
+        self: _Clients, items: Mapping[str, bytes], ttl_seconds: float | None
+    ) -> None:
+        await _set_pipeline(self.async_client, items, ttl_seconds).execute()
+
+    async def adelete_many(self: _Clients, keys: Sequence[str]) -> int:
+        return await self._aremove(self.async_client, list(keys)) if keys else 0
+
+    async def aexists(self: _Clients, key: str) -> bool:
+        return bool(await self.async_client.exists(key))
+
+    async def aincr(self: _Clients, key: str, delta: int) -> int | None:
+        return _incr_result(await self.async_client.eval(_INCR_EXISTING, 1, key, delta))
+
+    async def atouch(self: _Clients, key: str, ttl_seconds: float | None) -> bool:
+        client = self.async_client
+        if ttl_seconds is None:
+            return bool(await client.persist(key)) or bool(await client.exists(key))
+        return bool(await client.pexpire(key, _expire_milliseconds(ttl_seconds)))
