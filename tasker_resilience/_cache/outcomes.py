@@ -11,14 +11,26 @@ from typing import Final
 
 from tasker_resilience._breakers.breaker import counter_value
 
-__all__ = ["DELETE_OP", "DELETE_PATTERN_OP", "GET", "HEALTH", "OPERATIONS", "SET", "CacheStats"]
+__all__ = [
+    "COMMANDS",
+    "DELETE_OP",
+    "DELETE_PATTERN_OP",
+    "GET",
+    "HEALTH",
+    "OPERATIONS",
+    "SET",
+    "CacheStats",
+]
 
 GET: Final = "get"
 SET: Final = "set"
 DELETE_OP: Final = "delete"
 DELETE_PATTERN_OP: Final = "delete_pattern"
 HEALTH: Final = "health_check"
-OPERATIONS: Final = (GET, SET, DELETE_OP, DELETE_PATTERN_OP, HEALTH)
+COMMANDS: Final = ("add", "get_many", "set_many", "delete_many", "has_key", "incr", "touch")
+"""Backend commands beyond the contract that integrations run through
+``CacheProvider.command`` (Django's cache API)."""
+OPERATIONS: Final = (GET, SET, DELETE_OP, DELETE_PATTERN_OP, HEALTH, *COMMANDS)
 # pool_exhausted: the client's own pool had no free connection in time. Counted apart
 # from "error" because it is this process's load, not the backend's health.
 _OUTCOMES: Final = {
@@ -27,6 +39,7 @@ _OUTCOMES: Final = {
     DELETE_OP: ("ok", "error", "skipped_open", "pool_exhausted"),
     DELETE_PATTERN_OP: ("ok", "error", "skipped_open", "pool_exhausted"),
     HEALTH: ("ok", "error", "skipped_open", "pool_exhausted"),
+    **dict.fromkeys(COMMANDS, ("ok", "error", "skipped_open", "pool_exhausted")),
 }
 
 

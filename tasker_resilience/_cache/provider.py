@@ -23,7 +23,7 @@ decision (``_fetch``/``_afetch``, ``_write``/``_awrite``); the twins differ only
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from tasker_resilience._breakers.breaker import CLOSED, Breaker, StateName
@@ -321,6 +321,19 @@ class CacheProvider:
     def _full_pattern(self, pattern: str) -> str:
         return self._pattern_prefix + checked_key(pattern, "cache key patterns")
 
+    def _remember(self, undo: Sequence[Step]) -> None:
+        for step in undo:
+            self._pending.add(*step)
+
+    def full_key(self, key: str) -> str:
+        """``key`` as stored in the backend (``key_prefix:key``): what :meth:`command`
+        calls and their ``undo`` steps work on."""
+        return self._full_key(key)
+
+    def full_pattern(self, pattern: str) -> str:
+        """The glob ``pattern`` under ``key_prefix``, as :meth:`delete_pattern` applies it."""
+        return self._full_pattern(pattern)
+
     def _get_skipped(self, key: str) -> Any:
         # The open-circuit answer checks the key as a closed circuit would have.
         checked_key(key)
@@ -373,24 +386,32 @@ class CacheProvider:
             self._failed(GET, exc)
             return UNAVAILABLE
 
-    def _write(self, op: str, undo: Step | None, call: Callable[[], T], skipped: T) -> T:
-        """Run one writing backend call; ``undo`` is the invalidation to remember if the
-        call cannot reach the backend, ``skipped`` what the caller gets then."""
+    def _write(
+        self,
+        op: str,
+        undo: Sequence[Step],
+        call: Callable[[], T],
+        skipped: T,
+        read: bool = False,
+    ) -> T:
+        """Run one backend call; ``undo`` holds the invalidations to remember if the call
+        cannot reach the backend, ``skipped`` what the caller gets then. A ``read`` that
+        finds another caller's replay in flight still asks (an honest probe, as in
+        ``_fetch``) but answers ``skipped``: the server may hold a value about to go."""
         guard = self._begin(op)
         if guard is None:
-            if undo is not None:
-                self._pending.add(*undo)
+            self._remember(undo)
             return skipped
         try:
             with guard:
-                if self._pending.active:
-                    self._replay()
+                if self._pending.active and not self._replay() and read:
+                    call()
+                    return skipped
                 result = call()
         except Exception as exc:
             if not self._failed(op, exc):
                 raise
-            if undo is not None:
-                self._pending.add(*undo)
+            self._remember(undo)
             return skipped
         except BaseException:
             self._interrupted(undo)
@@ -398,16 +419,15 @@ class CacheProvider:
         self._stats.count(op, "ok")
         return result
 
-    def _interrupted(self, undo: Step | None) -> None:
+    def _interrupted(self, undo: Sequence[Step]) -> None:
         """A write cancelled or interrupted mid-call (``asyncio.wait_for``, Ctrl-C):
         it may or may not have reached the server, so it is remembered and replayed
         like a failed one. The breaker saw it as neutral (neither success nor failure)."""
-        if undo is not None:
-            self._pending.add(*undo)
+        self._remember(undo)
 
     def _store(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
         full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
-        undo = Step(DELETE, full) if remember else None
+        undo = (Step(DELETE, full),) if remember else ()
         near = self._near
         if near is None:
             self._write(SET, undo, lambda: backend.set(full, data, seconds), None)
@@ -436,7 +456,7 @@ class CacheProvider:
         near = self._near
         if near is not None:
             near.forget(full)
-        self._write(DELETE_OP, Step(DELETE, full), lambda: backend.delete(full), None)
+        self._write(DELETE_OP, (Step(DELETE, full),), lambda: backend.delete(full), None)
         if near is not None:
             near.forget(full)  # a read that raced the delete may have filled the old value
 
@@ -444,7 +464,7 @@ class CacheProvider:
         """Remove every key matching the glob ``pattern`` (under ``key_prefix``); returns
         how many were removed (0 while open or failing: then remembered for replay)."""
         full, backend = self._full_pattern(pattern), self._backend
-        undo = Step(DELETE_PATTERN, full)
+        undo = (Step(DELETE_PATTERN, full),)
         near = self._near
         if near is not None:
             near.forget_pattern(full)
@@ -452,6 +472,29 @@ class CacheProvider:
         if near is not None:
             near.forget_pattern(full)  # as in delete
         return deleted
+
+    def read(self, key: str, serializer: Serializer, default: Any = None) -> Any:
+        """:meth:`get` decoded by ``serializer``, ``default`` for a miss (absent, open,
+        failing, unreadable): integrations with their own value format use this."""
+        return self._read(key, serializer, False, default)
+
+    def command(
+        self,
+        op: str,
+        call: Callable[[], T],
+        *,
+        skipped: T,
+        undo: Sequence[Step] = (),
+        read: bool = False,
+    ) -> T:
+        """Run ``call``, a backend command beyond the contract (one of
+        :data:`~tasker_resilience._cache.outcomes.COMMANDS`, on full keys), as every
+        operation runs: admitted by the ``cache`` breaker after the missed invalidations
+        are replayed, a backend failure swallowed and counted. While open or failing the
+        caller gets ``skipped`` and the ``undo`` invalidations are remembered for replay;
+        a caller mistake (e.g. a wrong-type reply) raises. ``read=True`` marks a command
+        that reads values (see ``_write``)."""
+        return self._write(op, undo, call, skipped, read)
 
     def health_check(self) -> bool:
         """True when the backend answers; False while open (no call made) or failing."""
@@ -504,23 +547,27 @@ class CacheProvider:
             return UNAVAILABLE
 
     async def _awrite(
-        self, op: str, undo: Step | None, call: Callable[[], Awaitable[T]], skipped: T
+        self,
+        op: str,
+        undo: Sequence[Step],
+        call: Callable[[], Awaitable[T]],
+        skipped: T,
+        read: bool = False,
     ) -> T:
         guard = self._begin(op)
         if guard is None:
-            if undo is not None:
-                self._pending.add(*undo)
+            self._remember(undo)
             return skipped
         try:
             with guard:
-                if self._pending.active:
-                    await self._areplay()
+                if self._pending.active and not await self._areplay() and read:
+                    await call()  # as in _write: a probe, answered as skipped
+                    return skipped
                 result = await call()
         except Exception as exc:
             if not self._failed(op, exc):
                 raise
-            if undo is not None:
-                self._pending.add(*undo)
+            self._remember(undo)
             return skipped
         except BaseException:
             self._interrupted(undo)
@@ -530,7 +577,7 @@ class CacheProvider:
 
     async def _astore(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
         full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
-        undo = Step(DELETE, full) if remember else None
+        undo = (Step(DELETE, full),) if remember else ()
         near = self._near
         if near is None:
             await self._awrite(SET, undo, lambda: backend.aset(full, data, seconds), None)
@@ -569,14 +616,14 @@ class CacheProvider:
         near = self._near
         if near is not None:
             near.forget(full)
-        await self._awrite(DELETE_OP, Step(DELETE, full), lambda: backend.adelete(full), None)
+        await self._awrite(DELETE_OP, (Step(DELETE, full),), lambda: backend.adelete(full), None)
         if near is not None:
             near.forget(full)  # as in delete
 
     async def adelete_pattern(self, pattern: str) -> int:
         """Async :meth:`delete_pattern`."""
         full, backend = self._full_pattern(pattern), self._backend
-        undo = Step(DELETE_PATTERN, full)
+        undo = (Step(DELETE_PATTERN, full),)
         near = self._near
         if near is not None:
             near.forget_pattern(full)
@@ -586,6 +633,22 @@ class CacheProvider:
         if near is not None:
             near.forget_pattern(full)  # as in delete
         return deleted
+
+    async def aread(self, key: str, serializer: Serializer, default: Any = None) -> Any:
+        """Async :meth:`read`."""
+        return await self._aread(key, serializer, False, default)
+
+    async def acommand(
+        self,
+        op: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        skipped: T,
+        undo: Sequence[Step] = (),
+        read: bool = False,
+    ) -> T:
+        """Async :meth:`command`."""
+        return await self._awrite(op, undo, call, skipped, read)
 
     async def ahealth_check(self) -> bool:
         """Async :meth:`health_check`."""

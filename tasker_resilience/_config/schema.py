@@ -28,6 +28,7 @@ __all__ = [
     "NearConfig",
     "RedisConfig",
     "Settings",
+    "parse_redis_config",
     "parse_settings",
     "plugin_modules",
 ]
@@ -279,8 +280,7 @@ def _breakers(raw: object) -> BreakersConfig:
     )
 
 
-def _redis(raw: object) -> RedisConfig:
-    key = "common.cache.redis"
+def _redis(raw: object, key: str = "common.cache.redis") -> RedisConfig:
     table = _table(key, raw)
     _reject_unknown(
         key, table, ("url", "max_connections", "connect_timeout_seconds", "socket_timeout_seconds")
@@ -357,6 +357,12 @@ def _near(raw: object) -> NearConfig:
         stale_if_error_seconds=stale,
         tracking=tracking,
     )
+
+
+def parse_redis_config(raw: Mapping[str, Any], key: str) -> RedisConfig:
+    """A :class:`RedisConfig` from a ``[common.cache.redis]``-shaped mapping held
+    elsewhere (Django's ``CACHES`` entry); errors name ``key`` as the setting."""
+    return _redis(raw, key)
 
 
 _CACHE_SCALARS = (

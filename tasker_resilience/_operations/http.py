@@ -9,7 +9,7 @@ FastAPI and Starlette), or run the standalone server: ``tasker-resilience health
   saying how to install it.
 - Any other path: 404. Any method but GET and HEAD: 405.
 
-Routing and rendering live in :class:`_Endpoints`, shared by both apps; the ASGI app runs
+Routing and rendering live in :class:`Endpoints`, shared by both apps; the ASGI app runs
 it in a worker thread because the health check makes a (short) blocking cache round trip,
 which must not stall the event loop.
 """
@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "HEALTH_PATH",
+    "METRICS_PATH",
     "ASGIApp",
+    "Endpoints",
     "health_asgi_app",
     "health_wsgi_app",
     "make_server",
@@ -93,8 +96,8 @@ def _text(status: int, message: str, *headers: tuple[str, str]) -> _Response:
     return _Response(status, "text/plain; charset=utf-8", f"{message}\n".encode(), headers)
 
 
-class _Endpoints:
-    """What both apps serve; one instance per app."""
+class Endpoints:
+    """What both apps (and the Django views) serve; one instance per app."""
 
     def __init__(self, resilience: Resilience | None) -> None:
         self._resilience = resilience
@@ -152,7 +155,7 @@ class _Endpoints:
 def health_wsgi_app(resilience: Resilience | None = None) -> WSGIApplication:
     """A WSGI app serving ``/health`` and ``/metrics`` for ``resilience``
     (default: the process-wide one, looked up on each request)."""
-    endpoints = _Endpoints(resilience)
+    endpoints = Endpoints(resilience)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
@@ -189,7 +192,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 def health_asgi_app(resilience: Resilience | None = None) -> ASGIApp:
     """An ASGI app serving ``/health`` and ``/metrics`` for ``resilience``
     (default: the process-wide one, looked up on each request)."""
-    endpoints = _Endpoints(resilience)
+    endpoints = Endpoints(resilience)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
