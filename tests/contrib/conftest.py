@@ -100,3 +100,24 @@ def django_cache_tests() -> Path:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
     for line in SUMMARY:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def django_settings() -> Any:
+    """Django configured once for this process (no database, the test URLconf);
+    each test points ``CACHES`` at its own server with ``override_settings``."""
+    django = pytest.importorskip("django", reason="the django extra is not installed")
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            SECRET_KEY="tests-only",
+            ROOT_URLCONF="tests.contrib.django_app",
+            ALLOWED_HOSTS=["testserver"],
+            INSTALLED_APPS=[],
+            MIDDLEWARE=[],
+            USE_TZ=True,
+            CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}},
+        )
+        django.setup()
+    return settings
