@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynaconf import Dynaconf
-from dynaconf.utils.inspect import get_history
 
 __all__ = [
     "ENVIRONMENTS",
@@ -98,6 +96,12 @@ def _layer_files(root: Path, env: str) -> list[Path]:
 
 def _read(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
     """The merged settings, and for each dotted key the layer that last changed it."""
+    # Imported here, not at the top: dynaconf imports django.conf (and tries flask) on
+    # import when they are installed, and ``import tasker_resilience`` must not import a
+    # web framework. Only reading the settings pays for it.
+    from dynaconf import Dynaconf
+    from dynaconf.utils.inspect import get_history
+
     settings = Dynaconf(
         settings_files=[str(path) for path in files],
         envvar_prefix=ENVVAR_PREFIX,

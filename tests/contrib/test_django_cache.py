@@ -95,7 +95,8 @@ def test_async_methods_are_native_coroutines_of_resilient_cache(django_settings:
     for name in ASYNC_METHODS:
         method = ResilientCache.__dict__.get(name)
         # Defined here, not BaseCache's sync_to_async wrapper around the sync method.
-        assert method is not None and method is not getattr(BaseCache, name), name
+        assert method is not None, name
+        assert method is not getattr(BaseCache, name), name
         assert inspect.iscoroutinefunction(method), name
 
 
@@ -216,6 +217,7 @@ def test_bad_options_fail_at_start_up_naming_key_value_and_allowed(django_settin
 def test_without_location_it_uses_the_configured_redis_cache(
     django_settings: Any, private_server: LocalServer
 ) -> None:
+    from tasker_resilience import ConfigurationError
     from tasker_resilience.contrib.django import ResilientCache
 
     res = configure_for_tests(
@@ -226,7 +228,7 @@ def test_without_location_it_uses_the_configured_redis_cache(
     cache.set("k", "v")
     assert cache.get("k") == "v"
     configure_for_tests()  # the memory backend cannot serve Django
-    with pytest.raises(Exception, match="LOCATION.*configured cache is 'memory'"):
+    with pytest.raises(ConfigurationError, match=r"LOCATION.*configured cache is 'memory'"):
         cache.get("k")
 
 
