@@ -485,6 +485,7 @@ class CacheProvider:
         *,
         skipped: T,
         undo: Sequence[Step] = (),
+        changes: Sequence[str] = (),
         read: bool = False,
     ) -> T:
         """Run ``call``, a backend command beyond the contract (one of
@@ -492,9 +493,20 @@ class CacheProvider:
         operation runs: admitted by the ``cache`` breaker after the missed invalidations
         are replayed, a backend failure swallowed and counted. While open or failing the
         caller gets ``skipped`` and the ``undo`` invalidations are remembered for replay;
-        a caller mistake (e.g. a wrong-type reply) raises. ``read=True`` marks a command
-        that reads values (see ``_write``)."""
-        return self._write(op, undo, call, skipped, read)
+        a caller mistake (e.g. a wrong-type reply) raises. ``changes``: the full keys
+        whose values the command may change, dropped from the near tier as ``delete``
+        does. ``read=True`` marks a command that reads values (see ``_write``)."""
+        self._forget_near(changes)
+        try:
+            return self._write(op, undo, call, skipped, read)
+        finally:
+            self._forget_near(changes)  # a read that raced the command may have filled
+
+    def _forget_near(self, keys: Sequence[str]) -> None:
+        near = self._near
+        if near is not None:
+            for full in keys:
+                near.forget(full)
 
     def health_check(self) -> bool:
         """True when the backend answers; False while open (no call made) or failing."""
@@ -645,10 +657,15 @@ class CacheProvider:
         *,
         skipped: T,
         undo: Sequence[Step] = (),
+        changes: Sequence[str] = (),
         read: bool = False,
     ) -> T:
         """Async :meth:`command`."""
-        return await self._awrite(op, undo, call, skipped, read)
+        self._forget_near(changes)
+        try:
+            return await self._awrite(op, undo, call, skipped, read)
+        finally:
+            self._forget_near(changes)
 
     async def ahealth_check(self) -> bool:
         """Async :meth:`health_check`."""

@@ -141,18 +141,30 @@ class _Command(Generic[T]):
     args: tuple[Any, ...]
     skipped: T
     undo: tuple[Step, ...] = ()
+    changes: tuple[str, ...] = ()
+    """Full keys whose values the command may change (dropped from a near tier)."""
     read: bool = False
 
     def run(self) -> T:
         call = functools.partial(getattr(self.backend, self.method), *self.args)
         return self.provider.command(
-            self.op, call, skipped=self.skipped, undo=self.undo, read=self.read
+            self.op,
+            call,
+            skipped=self.skipped,
+            undo=self.undo,
+            changes=self.changes,
+            read=self.read,
         )
 
     async def arun(self) -> T:
         call = functools.partial(getattr(self.backend, "a" + self.method), *self.args)
         return await self.provider.acommand(
-            self.op, call, skipped=self.skipped, undo=self.undo, read=self.read
+            self.op,
+            call,
+            skipped=self.skipped,
+            undo=self.undo,
+            changes=self.changes,
+            read=self.read,
         )
 
 
@@ -340,11 +352,16 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         args: tuple[Any, ...],
         skipped: T,
         undo: Iterable[str] = (),
+        changes: Iterable[str] = (),
         read: bool = False,
     ) -> _Command[T]:
+        """``undo``: keys to invalidate on recovery if the command cannot run (they
+        change too); ``changes``: other keys the command may change."""
         provider, backend = self._bind()
+        undo = tuple(undo)
         steps = tuple(Step(DELETE, full) for full in undo)
-        return _Command(provider, backend, op, method, args, skipped, steps, read)
+        changed = (*undo, *changes)
+        return _Command(provider, backend, op, method, args, skipped, steps, changed, read)
 
     # --- the decisions, made once for both twins ----------------------------------------
 
@@ -358,7 +375,7 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         if ttl == 0:
             # Stored and expired at once: only whether the key was free matters.
             return self._command("add", "exists", (full,), _SKIPPED, read=True)
-        return self._command("add", "add", (full, data, ttl), False)
+        return self._command("add", "add", (full, data, ttl), False, changes=(full,))
 
     def _set(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Command[Any]:
         full = self._full(key, version)
@@ -403,7 +420,7 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def _incr(self, key: Any, delta: int, version: int | None) -> _Command[int | None]:
         full = self._full(key, version)
-        return self._command("incr", "incr", (full, delta), None)
+        return self._command("incr", "incr", (full, delta), None, changes=(full,))
 
     @staticmethod
     def _incremented(key: Any, value: int | None) -> int:
