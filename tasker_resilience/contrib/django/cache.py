@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import pickle
 import re
 import threading
@@ -54,6 +53,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from tasker_resilience._cache.backends.redis_backend import RedisBackend
 from tasker_resilience._cache.invalidations import DELETE, Step
 from tasker_resilience._cache.keys import escape_glob
+from tasker_resilience._cache.limits import checked_ttl
 from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import SerializationError
 from tasker_resilience._config.redact import redact_url
@@ -341,9 +341,10 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
             return None
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(f"cache timeout must be seconds (a number) or None, not {timeout!r}")
-        if math.isnan(timeout) or math.isinf(timeout):
-            raise ValueError(f"cache timeout must be a finite number of seconds, not {timeout!r}")
-        return max(0.0, float(timeout))
+        if timeout <= 0:
+            return 0.0
+        # The library's one TTL check: finite, at most 100 years (Redis's expiry clock).
+        return checked_ttl(float(timeout), "cache timeout")
 
     def _command(
         self,
