@@ -25,9 +25,9 @@ from tasker_resilience._cache.backends.memory_backend import (
     glob_to_regex,
 )
 from tasker_resilience._cache.backends.redis_backend import RedisBackend, is_redis_failure
-from tasker_resilience.testing import configure_for_tests
+from tasker_resilience.testing import BackendConformance, configure_for_tests
 
-from .backend_suite import BackendConformance, PrivateRedis, SilentServer, closed_port
+from .backend_suite import PrivateRedis, SilentServer, closed_port
 
 # --- the suite, per backend -----------------------------------------------------------------
 

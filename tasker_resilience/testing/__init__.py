@@ -1,77 +1,56 @@
-"""Helpers for your own tests: reset process-wide state, short timeouts, a manual clock.
+"""Test your own code against tasker-resilience: a fakeredis cache you can take down, a
+manual clock for the breakers, the backend conformance suite, and a pytest plugin.
 
-import tasker_resilience as tr
-from tasker_resilience.testing import ManualClock, configure_for_tests, reset
+    from tasker_resilience.testing import ManualClock, configure_for_tests, reset
 
-@pytest.fixture(autouse=True)
-def _resilience():
-    clock = ManualClock()
-    yield configure_for_tests(clock=clock)   # memory cache, 3 failures, 1 s open
-    reset()
+    def test_my_service_survives_a_cache_outage():
+        harness = configure_for_tests(backend="fakeredis", clock=ManualClock())
+        with harness.outage():
+            ...                      # the cache is down: your code must still answer
+        reset()
+
+With the pytest plugin (installed with the package), the fixtures ``tasker_harness``,
+``tasker_cache`` and ``tasker_clock`` do the set-up and the reset. See the guide,
+"Testing your own code".
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tasker_resilience._config.layers import deep_merge
-from tasker_resilience._resilience import Resilience, configure, reset_current
+from tasker_resilience._resilience import reset_current
+from tasker_resilience.testing._harness import (
+    FAKE_BACKENDS,
+    TEST_OVERRIDES,
+    Harness,
+    ManualClock,
+    configure_for_tests,
+)
 
-__all__ = ["TEST_OVERRIDES", "ManualClock", "configure_for_tests", "reset"]
+if TYPE_CHECKING:
+    from tasker_resilience.testing.backend_suite import BackendConformance
 
-TEST_OVERRIDES: Mapping[str, Any] = {
-    "common": {
-        "circuit_breakers": {
-            "default_config": {
-                "failure_threshold": 3,
-                "timeout_seconds": 1,
-                "success_threshold": 1,
-            },
-            "component_configs": {
-                name: {"failure_threshold": 3, "timeout_seconds": 1, "success_threshold": 1}
-                for name in ("cache", "pgmq", "task_readiness")
-            },
-        },
-        "cache": {"backend": "memory"},
-    }
-}
-"""Small thresholds and a 1 s open timeout, and the in-process cache."""
-
-
-class ManualClock:
-    """A monotonic clock that moves only when told: ``clock.advance(30)``."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError(f"a monotonic clock cannot go back ({seconds} s)")
-        with self._lock:
-            self._now += seconds
-
-
-def configure_for_tests(
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    clock: ManualClock | None = None,
-    root: str | None = None,
-) -> Resilience:
-    """``configure(env="test")`` with :data:`TEST_OVERRIDES` under your ``overrides``."""
-    return configure(
-        env="test",
-        overrides=deep_merge(TEST_OVERRIDES, overrides or {}),
-        clock=clock,
-        root=root,
-    )
+__all__ = [
+    "FAKE_BACKENDS",
+    "TEST_OVERRIDES",
+    "BackendConformance",
+    "Harness",
+    "ManualClock",
+    "configure_for_tests",
+    "reset",
+]
 
 
 def reset() -> None:
-    """Drop the process-wide :class:`Resilience`; the next use configures afresh."""
+    """Drop the process-wide :class:`~tasker_resilience.Resilience`; the next use
+    configures afresh."""
     reset_current()
+
+
+def __getattr__(name: str) -> Any:
+    # The conformance suite needs pytest; configure_for_tests and the clock do not.
+    if name == "BackendConformance":
+        from tasker_resilience.testing.backend_suite import BackendConformance
+
+        return BackendConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

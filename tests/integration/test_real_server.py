@@ -17,7 +17,7 @@ import redis
 import tasker_resilience as tr
 from tasker_resilience import CacheBackend, CacheConfig, CacheProvider, RedisConfig
 from tasker_resilience._cache.backends.contract import backend_factory
-from tests.backend_suite import BackendConformance
+from tasker_resilience.testing import BackendConformance
 
 from ._support import BACKEND_NAMES, configure_cache, wait_until
 

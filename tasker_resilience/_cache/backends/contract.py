@@ -15,9 +15,10 @@ modules that :func:`import_plugins` imports before the settings are validated.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
@@ -36,6 +37,7 @@ __all__ = [
     "import_plugins",
     "known_backend_names",
     "register_backend",
+    "registrations_restored",
     "unregister_backend",
 ]
 
@@ -213,6 +215,19 @@ def unregister_backend(name: str) -> None:
     means the built-in again."""
     with _lock:
         _registered.pop(name.strip().lower(), None)
+
+
+@contextlib.contextmanager
+def registrations_restored() -> Iterator[None]:
+    """Inside the block, :func:`register_backend` calls are undone at its end (tests)."""
+    with _lock:
+        saved = dict(_registered)
+    try:
+        yield
+    finally:
+        with _lock:
+            _registered.clear()
+            _registered.update(saved)
 
 
 def import_plugins(modules: Iterable[str], *, setting: str) -> None:

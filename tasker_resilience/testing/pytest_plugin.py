@@ -1,0 +1,101 @@
+"""The pytest plugin of tasker-resilience, registered as the ``pytest11`` entry point
+``tasker_resilience``: installed with the package, active in every pytest run of that
+environment (``-p no:tasker_resilience`` turns it off).
+
+Fixtures (all sync, so they serve ``def`` and ``async def`` tests alike):
+
+``tasker_clock``
+    a :class:`~tasker_resilience.testing.ManualClock` for the breakers.
+``tasker_harness``
+    :func:`~tasker_resilience.testing.configure_for_tests` with ``tasker_backend``,
+    ``tasker_overrides`` and ``tasker_clock``: the process-wide Resilience your
+    ``@cached`` and ``@breaker_guarded`` functions use during the test, with the outage
+    switch (``down()``, ``up()``, ``outage()``) and ``advance()``.
+``tasker_cache``
+    ``tasker_harness.cache``, the breaker-guarded cache (fakeredis by default).
+``tasker_backend``
+    ``"fakeredis"``; override the fixture, or parametrize it
+    (``@pytest.mark.parametrize("tasker_backend", ["fakeredis", "dragonfly"])``).
+``tasker_overrides``
+    ``{}``; settings deep-merged over the test defaults (override the fixture).
+``tasker_reset``
+    drops the process-wide Resilience and forgets backends the test registered, before
+    and after the test; the fixtures above use it. Add it to ``usefixtures`` (or an
+    autouse fixture) to isolate tests that call ``configure()`` themselves.
+
+Only pytest is imported when the plugin loads; the package is imported by the fixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from tasker_resilience._cache.provider import CacheProvider
+    from tasker_resilience.testing import Harness, ManualClock
+
+__all__ = [
+    "tasker_backend",
+    "tasker_cache",
+    "tasker_clock",
+    "tasker_harness",
+    "tasker_overrides",
+    "tasker_reset",
+]
+
+
+@pytest.fixture
+def tasker_reset() -> Iterator[None]:
+    """No process-wide Resilience and no extra registered backends before or after."""
+    from tasker_resilience._cache.backends.contract import registrations_restored
+    from tasker_resilience.testing import reset
+
+    with registrations_restored():
+        reset()
+        yield
+        reset()
+
+
+@pytest.fixture
+def tasker_clock() -> ManualClock:
+    """A monotonic clock for the breakers that moves only with ``advance(seconds)``."""
+    from tasker_resilience.testing import ManualClock
+
+    return ManualClock()
+
+
+@pytest.fixture
+def tasker_backend() -> str:
+    """The cache ``tasker_harness`` builds: a name :func:`configure_for_tests` takes."""
+    return "fakeredis"
+
+
+@pytest.fixture
+def tasker_overrides() -> Mapping[str, Any]:
+    """Settings deep-merged over the test defaults, e.g. ``{"common": {"cache": {...}}}``."""
+    return {}
+
+
+@pytest.fixture
+def tasker_harness(
+    tasker_reset: None,
+    tasker_backend: str,
+    tasker_overrides: Mapping[str, Any],
+    tasker_clock: ManualClock,
+) -> Iterator[Harness]:
+    """The configured, process-wide Resilience of this test, with the outage switch."""
+    from tasker_resilience.testing import configure_for_tests
+
+    harness = configure_for_tests(tasker_overrides, backend=tasker_backend, clock=tasker_clock)
+    yield harness
+    if harness.server is not None:
+        harness.up()  # a test that ends inside an outage leaves no trace
+
+
+@pytest.fixture
+def tasker_cache(tasker_harness: Harness) -> CacheProvider:
+    """The breaker-guarded cache of ``tasker_harness``."""
+    return tasker_harness.cache
