@@ -407,3 +407,38 @@ def test_health_urls_are_named(django_settings: Any) -> None:
 
     assert reverse("tasker_resilience:health") == "/ops/health"
     assert reverse("tasker_resilience:metrics") == "/ops/metrics"
+
+
+def test_commands_drop_what_they_change_from_the_near_tier(
+    django_settings: Any, private_server: LocalServer
+) -> None:
+    from tasker_resilience.contrib.django import ResilientCache
+
+    res = configure_for_tests(
+        {
+            "common": {
+                "cache": {
+                    "backend": "redis",
+                    "redis": {"url": private_server.url},
+                    # No server-side tracking: only the provider's own forgetting keeps
+                    # this process's near copies in step with its writes.
+                    "near": {"enabled": True, "ttl_seconds": 60, "tracking": "off"},
+                }
+            }
+        }
+    )
+    cache = ResilientCache("", {})
+    assert cache.provider is res.cache
+    assert res.cache.near is not None
+    cache.set("n", 1)
+    assert cache.get("n") == 1
+    assert cache.get("n") == 1  # served by the near tier now
+    # Without dropping the near copy these would read the value from before the change.
+    assert cache.incr("n", 5) == 6
+    assert cache.get("n") == 6
+    cache.delete_many(["n"])
+    assert cache.get("n") is None
+    assert cache.add("n", "added") is True
+    assert cache.get("n") == "added"
+    cache.set_many({"n": "many"})
+    assert cache.get("n") == "many"

@@ -43,7 +43,7 @@ import logging
 import pickle
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -145,27 +145,26 @@ class _Command(Generic[T]):
     """Full keys whose values the command may change (dropped from a near tier)."""
     read: bool = False
 
+    def _call(self, twin: str) -> Callable[[], Any]:
+        """The backend method (``twin=""``) or its async twin (``"a"``), bound to args."""
+        return functools.partial(getattr(self.backend, twin + self.method), *self.args)
+
+    def _guard(self) -> dict[str, Any]:
+        """How the provider runs it: the same for both twins."""
+        return {
+            "skipped": self.skipped,
+            "undo": self.undo,
+            "changes": self.changes,
+            "read": self.read,
+        }
+
     def run(self) -> T:
-        call = functools.partial(getattr(self.backend, self.method), *self.args)
-        return self.provider.command(
-            self.op,
-            call,
-            skipped=self.skipped,
-            undo=self.undo,
-            changes=self.changes,
-            read=self.read,
-        )
+        result: T = self.provider.command(self.op, self._call(""), **self._guard())
+        return result
 
     async def arun(self) -> T:
-        call = functools.partial(getattr(self.backend, "a" + self.method), *self.args)
-        return await self.provider.acommand(
-            self.op,
-            call,
-            skipped=self.skipped,
-            undo=self.undo,
-            changes=self.changes,
-            read=self.read,
-        )
+        result: T = await self.provider.acommand(self.op, self._call("a"), **self._guard())
+        return result
 
 
 _SKIPPED: Final[Any] = object()
