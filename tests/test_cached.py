@@ -572,7 +572,9 @@ def test_failing_cache_means_the_function_is_called(flaky: CountingBackend) -> N
         return counted("f", x)  # type: ignore[no-any-return]
 
     flaky.failing = Outage("down")
-    assert f(1) == 1  # the get and the set fail: 2 failures, still closed
+    assert f(1) == 1  # the get fails; the set is not tried (it would wait again)
+    assert f(1) == 1
+    assert flaky.ops() == ["get", "get"]  # one backend call per @cached call
     assert tr.current().cache.circuit_state == "closed"
     assert f(1) == 1  # the 3rd failure trips the breaker (test profile: 3)
     assert tr.current().cache.circuit_state == "open"
@@ -580,7 +582,9 @@ def test_failing_cache_means_the_function_is_called(flaky: CountingBackend) -> N
     for _ in range(10):
         assert f(1) == 1  # the function runs; the cache is not asked at all
     assert len(flaky.calls) == calls_before
-    assert CALLS["f"] == 12
+    assert CALLS["f"] == 13
+    skipped = tr.current().cache.stats()["get"]["skipped_open"]
+    assert skipped == 10  # each skipped read is still counted
 
 
 async def test_open_cache_async_function_is_called(flaky: CountingBackend) -> None:
@@ -785,3 +789,18 @@ def test_a_plain_get_of_an_immutable_entry_gets_its_own_list(res: Resilience) ->
     value = res.cache.get("k")
     value.append("mutated")
     assert res.cache.get("k") == ["text"]
+
+
+async def test_a_failed_async_read_is_not_followed_by_a_store(flaky: CountingBackend) -> None:
+    @tr.cached()
+    async def f(x: int) -> int:
+        return counted("f", x)  # type: ignore[no-any-return]
+
+    flaky.failing = Outage("down")
+    assert await f(3) == 3
+    assert flaky.ops() == ["get"]  # one wait per call during an outage, not two
+    flaky.failing = None
+    assert await f(3) == 3  # healthy again: a miss, computed and stored
+    assert await f(3) == 3
+    assert flaky.ops() == ["get", "get", "set", "get"]
+    assert CALLS["f"] == 2

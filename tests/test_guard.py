@@ -166,3 +166,39 @@ def test_guard_holds_no_lock_across_calls(clock: ManualClock) -> None:
 def test_bad_names_are_rejected_at_decoration() -> None:
     with pytest.raises(ValueError, match="needs a breaker name"):
         tr.breaker_guarded("")
+
+
+def test_a_rejection_answered_by_the_fallback_builds_no_error(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    @tr.breaker_guarded("pgmq", fallback="later")
+    def send() -> str:
+        return "sent"
+
+    breaker = tr.get_breaker("pgmq")
+    breaker.force_open()
+
+    def no_error() -> tr.CircuitOpenError:
+        raise AssertionError("a CircuitOpenError was built for a call the fallback answered")
+
+    monkeypatch.setattr(breaker, "open_error", no_error)
+    before = breaker.metrics()["rejected_calls"]
+    gc.collect()
+    gc.disable()
+    try:
+        assert [send() for _ in range(100)] == ["later"] * 100
+        monkeypatch.undo()
+
+        @tr.breaker_guarded("pgmq")
+        def strict() -> str:
+            return "sent"
+
+        for _ in range(100):
+            with pytest.raises(tr.CircuitOpenError):
+                strict()
+        assert gc.collect() == 0  # neither path leaves a reference cycle behind
+    finally:
+        gc.enable()
+    assert breaker.metrics()["rejected_calls"] - before == 200

@@ -128,13 +128,13 @@ class Breaker:
 
     def _acquire(self) -> int | None:
         """Admit a call (returns its generation) or reject it (returns None)."""
-        next(self._calls)
         state = self._state
         if state is CLOSED:
+            next(self._calls)
             return self._generation
-        if state is OPEN and self._clock() < self._retry_at:
-            self._reject()
+        if self._rejects():
             return None
+        next(self._calls)
         with self._lock:
             if self._state is OPEN and self._clock() >= self._retry_at:
                 self._enter(HALF_OPEN)
@@ -147,13 +147,25 @@ class Breaker:
             generation = self._generation
         if admitted:
             return generation
-        self._reject()
-        return None
-
-    def _reject(self) -> None:
-        next(self._rejected)
+        next(self._rejected)  # the call itself was counted above
         if BREAKER_LOGGER.isEnabledFor(_DEBUG):
             log_rejected(self)
+        return None
+
+    def _rejects(self) -> bool:
+        """Reject one call now (counted) if the circuit is open with no probe due.
+
+        The cheapest complete decision for callers that do not need a generation
+        (a fallback, a skipped cache read): a state check and, only while open, a
+        clock read. False means: ask :meth:`_acquire`, which counts the call itself.
+        """
+        if self._state is OPEN and self._clock() < self._retry_at:
+            next(self._calls)
+            next(self._rejected)
+            if BREAKER_LOGGER.isEnabledFor(_DEBUG):
+                log_rejected(self)
+            return True
+        return False
 
     def _release(
         self, generation: int, exc: BaseException | None, policy: FailurePolicy | None = None

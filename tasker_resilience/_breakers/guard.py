@@ -7,9 +7,9 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar, cast
 
+from tasker_resilience import _resilience
 from tasker_resilience._breakers.breaker import Breaker, StateName
 from tasker_resilience._breakers.policy import ExceptionMatcher, FailurePolicy, failure_policy
-from tasker_resilience._errors import CircuitOpenError
 from tasker_resilience._resilience import Resilience, current
 
 __all__ = ["NO_FALLBACK", "BreakerHandle", "breaker_guarded"]
@@ -44,7 +44,8 @@ class BreakerHandle:
 
     def get(self) -> Breaker:
         """The live :class:`Breaker`."""
-        resilience = self._fixed or current()
+        # The module global first: current() is a call, and this runs on every call.
+        resilience = self._fixed or _resilience._current or current()
         breaker = self._breaker
         if breaker is None or resilience is not self._bound:
             breaker = resilience.breakers.get(self.name)
@@ -76,16 +77,6 @@ class BreakerHandle:
         return f"<BreakerHandle {self.name!r}>"
 
 
-def _rejected(
-    fallback: Any, error: CircuitOpenError, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """What a rejected call returns: the fallback (called with the call's arguments
-    when callable), else the error is raised."""
-    if fallback is NO_FALLBACK:
-        raise error
-    return fallback(*args, **kwargs) if callable(fallback) else fallback
-
-
 def breaker_guarded(
     name: str,
     *,
@@ -111,6 +102,13 @@ def breaker_guarded(
     )
     handle = BreakerHandle(name, resilience)
 
+    # What a rejected call does, decided once: call the fallback, return it, or raise.
+    # No CircuitOpenError is built (and no clock read for its retry time) when a
+    # fallback answers; a raised one is built in the raise statement itself, so no
+    # frame holds it and its traceback forms no reference cycle.
+    call_fallback = fallback if callable(fallback) else None
+    raises = fallback is NO_FALLBACK
+
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(func):
             async_func = cast(Callable[..., Awaitable[Any]], func)
@@ -118,12 +116,20 @@ def breaker_guarded(
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 breaker = handle.get()
-                admission = breaker.admit(policy)
-                if admission is None:
-                    result = _rejected(fallback, breaker.open_error(), args, kwargs)
-                    return await result if inspect.isawaitable(result) else result
-                with admission:
-                    return await async_func(*args, **kwargs)
+                if breaker._rejects() or (generation := breaker._acquire()) is None:
+                    if call_fallback is not None:
+                        result = call_fallback(*args, **kwargs)
+                        return await result if inspect.isawaitable(result) else result
+                    if raises:
+                        raise breaker.open_error()
+                    return fallback
+                try:
+                    value = await async_func(*args, **kwargs)
+                except BaseException as exc:
+                    breaker._release(generation, exc, policy)
+                    raise
+                breaker._release(generation, None, policy)
+                return value
 
             wrapper: Any = async_wrapper
         else:
@@ -131,11 +137,19 @@ def breaker_guarded(
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 breaker = handle.get()
-                admission = breaker.admit(policy)
-                if admission is None:
-                    return _rejected(fallback, breaker.open_error(), args, kwargs)
-                with admission:
-                    return func(*args, **kwargs)
+                if breaker._rejects() or (generation := breaker._acquire()) is None:
+                    if call_fallback is not None:
+                        return call_fallback(*args, **kwargs)
+                    if raises:
+                        raise breaker.open_error()
+                    return fallback
+                try:
+                    value = func(*args, **kwargs)
+                except BaseException as exc:
+                    breaker._release(generation, exc, policy)
+                    raise
+                breaker._release(generation, None, policy)
+                return value
 
             wrapper = sync_wrapper
         wrapper.breaker = handle

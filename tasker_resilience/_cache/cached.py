@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from tasker_resilience import _resilience
+from tasker_resilience._cache.faults import UNAVAILABLE
 from tasker_resilience._cache.keys import KeyBuilder, escape_glob
 from tasker_resilience._cache.limits import checked_ttl
 from tasker_resilience._cache.provider import CacheProvider
@@ -230,21 +231,31 @@ def cached(
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 cache = _current_cache()
-                if not cache._enabled:
+                if not cache._enabled or cache._skips_reads():
                     return await async_func(*args, **kwargs)
                 full = keys(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
                 value = await cache._aread(full, serializer, True, _MISS, shared)
-                if value is not _MISS:
-                    return value
+                if value is _MISS:
+                    return await task_flights.run(
+                        full, lambda: _acompute(cache, full, serializer, args, kwargs)
+                    )
+                if value is UNAVAILABLE:
+                    # The read was skipped or failed: no store (it would wait again).
+                    return await async_func(*args, **kwargs)
+                return value
 
-                async def compute() -> Any:
-                    result = await async_func(*args, **kwargs)
-                    if condition is None or condition(result):
-                        await cache._astore(full, serializer.dumps([result]), ttl, False)
-                    return result
-
-                return await task_flights.run(full, compute)
+            async def _acompute(
+                cache: CacheProvider,
+                full: str,
+                serializer: Serializer,
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                result = await async_func(*args, **kwargs)
+                if condition is None or condition(result):
+                    await cache._astore(full, serializer.dumps([result]), ttl, False)
+                return result
 
             wrapper: Any = async_wrapper
         else:
@@ -253,21 +264,31 @@ def cached(
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 cache = _current_cache()
-                if not cache._enabled:
+                if not cache._enabled or cache._skips_reads():
                     return func(*args, **kwargs)
                 full = keys(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
                 value = cache._read(full, serializer, True, _MISS, shared)
-                if value is not _MISS:
-                    return value
+                if value is _MISS:
+                    return thread_flights.run(
+                        full, lambda: _compute(cache, full, serializer, args, kwargs)
+                    )
+                if value is UNAVAILABLE:
+                    # The read was skipped or failed: no store (it would wait again).
+                    return func(*args, **kwargs)
+                return value
 
-                def compute() -> Any:
-                    result = func(*args, **kwargs)
-                    if condition is None or condition(result):
-                        cache._store(full, serializer.dumps([result]), ttl, False)
-                    return result
-
-                return thread_flights.run(full, compute)
+            def _compute(
+                cache: CacheProvider,
+                full: str,
+                serializer: Serializer,
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                result = func(*args, **kwargs)
+                if condition is None or condition(result):
+                    cache._store(full, serializer.dumps([result]), ttl, False)
+                return result
 
             wrapper = sync_wrapper
 

@@ -117,6 +117,9 @@ class CacheProvider:
         )
         # The near tier: only in front of a distributed backend (an in-process one is near).
         self._near = near if enabled and self._get_entry is None else None
+        # The breaker that decides alone whether a read is skipped (see _skips_reads):
+        # with a near tier, an open circuit may still answer from it.
+        self._read_breaker = breaker if self._near is None else None
         self._listener: InvalidationListener | None = None
 
     @classmethod
@@ -272,7 +275,7 @@ class CacheProvider:
             entry = get_entry(full)
         except Exception as exc:
             self._failed(GET, exc)
-            return miss
+            return UNAVAILABLE if enveloped else miss
         return self._read_entry(entry, serializer, enveloped, miss, shared)
 
     # --- the near tier: decisions shared by the sync and async paths ---------------------
@@ -333,6 +336,16 @@ class CacheProvider:
     def full_pattern(self, pattern: str) -> str:
         """The glob ``pattern`` under ``key_prefix``, as :meth:`delete_pattern` applies it."""
         return self._full_pattern(pattern)
+
+    def _skips_reads(self) -> bool:
+        """True when a read would be skipped now (circuit open, no probe due, no near
+        tier to answer): counted as a skipped get. ``@cached`` asks this first and then
+        calls the function without building a key, serialising or single-flight."""
+        breaker = self._read_breaker
+        if breaker is None or not breaker._rejects():
+            return False
+        self._stats.count(GET, "skipped_open")
+        return True
 
     def _get_skipped(self, key: str) -> Any:
         # The open-circuit answer checks the key as a closed circuit would have.

@@ -43,12 +43,16 @@ class ReadDecoder:
         self._warnings = warnings
 
     def finish(self, raw: Any, serializer: Serializer, enveloped: bool, miss: Any) -> Any:
-        """Decode what a fetch returned; ``miss`` when there is no usable value."""
+        """Decode what a fetch returned; ``miss`` when there is no usable value.
+
+        A ``@cached`` read (``enveloped``) gets ``UNAVAILABLE`` itself when the backend
+        was skipped or failed: then it calls the function without storing the result,
+        so one call during an outage waits at most once (its read), never twice."""
         if raw is None:
             next(self._miss_count)
             return miss
         if raw is UNAVAILABLE:
-            return miss
+            return raw if enveloped else miss
         try:
             value = serializer.loads(raw)
         except Exception as exc:
