@@ -248,7 +248,7 @@ async def test_async_client_is_configured_on_purpose() -> None:
 def test_tls_url_uses_ssl_connections() -> None:
     backend = RedisBackend(RedisConfig(url="rediss://cache.example:6380/2"))
     pool = backend.client.connection_pool  # type: ignore[attr-defined]  # redis.Redis
-    assert pool.connection_class is redis.SSLConnection
+    assert issubclass(pool.connection_class, redis.SSLConnection)
     assert pool.connection_kwargs["db"] == 2
     backend.close()
 

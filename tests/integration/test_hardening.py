@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import redis
 from tasker_resilience import cached
 from tasker_resilience._operations.drill.local_server import LocalServer, find_server_binary
 
-from ._support import TransitionRecorder, configure_cache
+from ._support import TransitionRecorder, configure_cache, timed
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
@@ -312,3 +313,126 @@ async def test_case2_an_invalidation_cancelled_by_the_caller_is_replayed(
     assert await cache.aget("k") is None  # replayed before the read: "old" is gone
     assert cache.get("k") is None
     await cache.aclose()
+
+
+# --- case 5: a total deadline per call -------------------------------------------------
+
+
+class TrickleServer:
+    """Speaks just enough RESP: handshake commands get ``+OK`` at once, every other
+    command a 30-byte bulk reply sent one byte every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        try:
+            while not self._stop.is_set():
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                while True:
+                    command, buffer = _one_command(buffer)
+                    if command is None:
+                        break
+                    name = command[0].upper()
+                    if name == b"HELLO":  # redis-py 8 negotiates RESP3: a map
+                        conn.sendall(b"%1\r\n$5\r\nproto\r\n:3\r\n")
+                        continue
+                    if name in (b"CLIENT", b"SELECT", b"AUTH"):
+                        conn.sendall(b"+OK\r\n")
+                        continue
+                    for byte in b"$30\r\n" + b"x" * 30 + b"\r\n":
+                        if self._stop.wait(self.interval):
+                            return
+                        conn.sendall(bytes([byte]))
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for conn in self._conns:
+            conn.close()
+
+
+def _one_command(buffer: bytes) -> tuple[list[bytes] | None, bytes]:
+    """The first complete RESP array of bulk strings in ``buffer``, and the rest."""
+    header, sep, rest = buffer.partition(b"\r\n")
+    if not sep or not header.startswith(b"*"):
+        return None, buffer
+    parts: list[bytes] = []
+    for _ in range(int(header[1:])):
+        length_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            return None, buffer
+        length = int(length_line[1:])
+        if len(rest) < length + 2:
+            return None, buffer
+        parts.append(rest[:length])
+        rest = rest[length + 2 :]
+    return parts, rest
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[TrickleServer]:
+    server = TrickleServer()
+    yield server
+    server.close()
+
+
+# 0.25 s socket timeout: a call may use 2 x 0.25 s of I/O, plus connecting (local, fast).
+DEADLINE_BOUND_SECONDS = 1.5
+"""Wide: the bound is ~0.5 s; before the fix each of these took ~3.7 s (37 bytes)."""
+
+
+async def test_case5_a_trickling_reply_cannot_hold_a_call(trickle_server: TrickleServer) -> None:
+    started = time.monotonic()
+    res = configure_cache(
+        trickle_server.url,
+        "redis",
+        "case5",
+        socket_timeout=0.25,
+        connect_timeout=0.25,
+        failure_threshold=5,
+    )
+    configure_seconds = time.monotonic() - started  # includes the start-up PING
+    breaker = res.breakers.get("cache")
+    assert breaker.state == "open"  # the start-up check timed out: started degraded
+    breaker.reset()
+    get_seconds, value = timed(lambda: res.cache.get("k"))
+    assert value is None
+    health_seconds, report = timed(res.health)
+    assert report["cache"]["healthy"] is False
+    started = time.monotonic()
+    assert await res.cache.aget("k") is None
+    aget_seconds = time.monotonic() - started
+    await res.cache.aclose()
+    measured = {
+        "configure": configure_seconds,
+        "get": get_seconds,
+        "health": health_seconds,
+        "aget": aget_seconds,
+    }
+    print("case 5 measured:", {k: round(v, 3) for k, v in measured.items()})
+    assert all(seconds < DEADLINE_BOUND_SECONDS for seconds in measured.values()), measured

@@ -35,6 +35,13 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 
 from tasker_resilience._cache.backends.contract import WriteRejectedError
+from tasker_resilience._cache.backends.deadline import (
+    DeadlineConnection,
+    DeadlineSSLConnection,
+    DeadlineUnixConnection,
+    call_ended,
+    call_started,
+)
 from tasker_resilience._cache.backends.redis_commands import (
     AsyncCommandClient,
     CommandClient,
@@ -64,6 +71,9 @@ class SyncClient(CommandClient, Protocol):
 
     def get(self, name: str) -> Any: ...
     def delete(self, *names: str) -> Any: ...
+    def scan(
+        self, cursor: int = 0, match: str | None = None, count: int | None = None
+    ) -> tuple[int, list[Any]]: ...
     def scan_iter(self, match: str | None = None, count: int | None = None) -> Iterator[Any]: ...
     def ping(self) -> Any: ...
     def close(self) -> None: ...
@@ -276,7 +286,15 @@ class RedisBackend(RedisCommands):
                 **kwargs,
             )
             return cluster
-        pool = redis.BlockingConnectionPool.from_url(self.config.url, retry=no_retry, **kwargs)
+        scheme = self.config.url.split("://", 1)[0].lower()
+        # Each call's socket I/O shares one deadline (deadline.py): a trickling
+        # reply cannot hold a call for longer than the guide promises.
+        connection_class = {"rediss": DeadlineSSLConnection, "unix": DeadlineUnixConnection}.get(
+            scheme, DeadlineConnection
+        )
+        pool = redis.BlockingConnectionPool.from_url(
+            self.config.url, retry=no_retry, connection_class=connection_class, **kwargs
+        )
         single: SyncClient = redis.Redis.from_pool(pool)
         return single
 
@@ -331,46 +349,74 @@ class RedisBackend(RedisCommands):
     def get(self, key: str) -> bytes | None:
         # The attribute first: the property (and its lock) only until the client exists.
         client = self._client or self.client
-        value: bytes | None = client.get(key)
+        call_started()
+        try:
+            value: bytes | None = client.get(key)
+        finally:
+            call_ended()
         return value
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        client = self.client
+        call_started()
         try:
-            self.client.set(key, value, px=ttl_milliseconds(ttl_seconds))
+            client.set(key, value, px=ttl_milliseconds(ttl_seconds))
         except rex.RedisError as exc:
             if oversized_write(exc, len(value)):
                 raise _rejected(exc, len(value)) from None
             raise
+        finally:
+            call_ended()
 
     def _remove(self, client: SyncClient, keys: list[str]) -> int:
-        """``UNLINK`` (frees memory off the server's main thread), else ``DEL``."""
-        if self._unlink:
-            try:
-                return int(client.unlink(*keys))
-            except rex.ResponseError as exc:
-                if not unlink_refused(exc):
-                    raise
-                self._unlink = False
-        return int(client.delete(*keys))
+        """``UNLINK`` (frees memory off the server's main thread), else ``DEL``; one
+        bounded call each (see deadline.py)."""
+        call_started()
+        try:
+            if self._unlink:
+                try:
+                    return int(client.unlink(*keys))
+                except rex.ResponseError as exc:
+                    if not unlink_refused(exc):
+                        raise
+                    self._unlink = False
+            return int(client.delete(*keys))
+        finally:
+            call_ended()
 
     def delete(self, key: str) -> None:
         self._remove(self.client, [key])
 
     def delete_pattern(self, pattern: str) -> int:
+        # Each round trip (a SCAN page, an UNLINK batch) has its own deadline: a large
+        # namespace takes as many as it needs, a trickling server cannot stretch one.
         client = self.client
         deleted = 0
-        batch: list[str] = []
-        for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
-            batch.append(key)
-            if len(batch) >= UNLINK_BATCH:
-                deleted += self._remove(client, batch)
-                batch = []
-        if batch:
-            deleted += self._remove(client, batch)
-        return deleted
+        if self.cluster_url is not None:
+            # A cluster's SCAN is per node; its scan_iter walks them all.
+            keys = list(client.scan_iter(match=pattern, count=SCAN_COUNT))
+            for start in range(0, len(keys), UNLINK_BATCH):
+                deleted += self._remove(client, keys[start : start + UNLINK_BATCH])
+            return deleted
+        cursor: int = 0
+        while True:
+            call_started()
+            try:
+                cursor, keys = client.scan(cursor, match=pattern, count=SCAN_COUNT)
+            finally:
+                call_ended()
+            for start in range(0, len(keys), UNLINK_BATCH):
+                deleted += self._remove(client, keys[start : start + UNLINK_BATCH])
+            if not cursor:
+                return deleted
 
     def health_check(self) -> bool:
-        return bool(self.client.ping())
+        client = self.client
+        call_started()
+        try:
+            return bool(client.ping())
+        finally:
+            call_ended()
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,135 @@
+"""A total deadline for the socket I/O of one cache call (sync redis-py clients).
+
+redis-py's ``socket_timeout`` bounds each ``recv()``, not a reply: a server (or a
+proxy, or a congested link) that trickles one byte every 100 ms holds a call for
+seconds with a 0.25 s timeout. Here the socket of each pooled connection is wrapped
+so that all the I/O of one backend call (the handshake of a new connection, the
+command, its reply) shares one budget of ``IO_BUDGET_FACTOR x socket_timeout``,
+starting at the call's first byte. A call past it fails with ``socket.timeout``,
+which redis-py turns into its ``TimeoutError``: a backend failure like any other.
+
+The backend marks where a call starts and ends (:func:`call_started` /
+:func:`call_ended`); outside a call nothing is bounded beyond ``socket_timeout``.
+The asyncio clients need none of this: redis-py bounds each whole asyncio reply by
+``socket_timeout`` already.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Final
+
+import redis
+
+__all__ = [
+    "IO_BUDGET_FACTOR",
+    "DeadlineConnection",
+    "DeadlineSSLConnection",
+    "DeadlineUnixConnection",
+    "call_ended",
+    "call_started",
+]
+
+IO_BUDGET_FACTOR: Final = 2
+"""All the I/O of one call gets this many ``socket_timeout_seconds``. Two, not one, so
+a healthy call never pays for re-arming socket timeouts (its reply comes well within
+one ``socket_timeout``); a hung server still costs one ``socket_timeout`` (its first
+``recv`` times out)."""
+
+_monotonic = time.monotonic
+
+
+class _Call(threading.local):
+    # None: not inside a backend call (no total deadline); 0.0: a call started and
+    # has sent or read nothing yet; else: the monotonic time its I/O must end by.
+    deadline: float | None = None
+
+
+_CALL: Final = _Call()
+
+
+def call_started() -> None:
+    """A backend call begins on this thread: its I/O budget starts at its first byte."""
+    _CALL.deadline = 0.0
+
+
+def call_ended() -> None:
+    """The backend call on this thread is over."""
+    _CALL.deadline = None
+
+
+class _DeadlineSocket:
+    """A socket whose sends and receives stop at the current call's deadline."""
+
+    __slots__ = ("_budget", "_sock")
+
+    def __init__(self, sock: socket.socket, budget: float) -> None:
+        self._sock = sock
+        self._budget = budget
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def _left(self) -> float | None:
+        """Seconds left for this call's I/O (None: no call, no total deadline)."""
+        deadline = _CALL.deadline
+        if deadline is None:
+            return None
+        now = _monotonic()
+        if not deadline:
+            _CALL.deadline = deadline = now + self._budget
+        left = deadline - now
+        if left <= 0:
+            raise TimeoutError("the cache call's deadline passed")
+        return left
+
+    def _io(self, method: Any, *args: Any) -> Any:
+        left = self._left()
+        sock = self._sock
+        current = sock.gettimeout()
+        if left is None or (current is not None and 0 < current <= left):
+            return method(*args)  # the common case: the socket's own timeout is tighter
+        if current == 0:
+            return method(*args)  # a non-blocking poll (redis-py's can_read)
+        sock.settimeout(left)
+        try:
+            return method(*args)
+        finally:
+            sock.settimeout(current)
+
+    def recv(self, *args: Any) -> Any:
+        return self._io(self._sock.recv, *args)
+
+    def recv_into(self, *args: Any) -> Any:
+        return self._io(self._sock.recv_into, *args)
+
+    def sendall(self, *args: Any) -> Any:
+        return self._io(self._sock.sendall, *args)
+
+    def send(self, *args: Any) -> Any:
+        return self._io(self._sock.send, *args)
+
+
+class _DeadlineMixin:
+    socket_timeout: float | None
+
+    def _connect(self) -> Any:
+        sock = super()._connect()  # type: ignore[misc]  # the redis-py class it is mixed into
+        timeout = self.socket_timeout
+        if not timeout:
+            return sock
+        return _DeadlineSocket(sock, IO_BUDGET_FACTOR * timeout)
+
+
+class DeadlineConnection(_DeadlineMixin, redis.Connection):
+    """``redis.Connection`` with a total I/O deadline per backend call."""
+
+
+class DeadlineSSLConnection(_DeadlineMixin, redis.SSLConnection):
+    """``redis.SSLConnection`` (``rediss://``) with a total I/O deadline per call."""
+
+
+class DeadlineUnixConnection(_DeadlineMixin, redis.UnixDomainSocketConnection):
+    """``redis.UnixDomainSocketConnection`` (``unix://``) with a total I/O deadline."""
