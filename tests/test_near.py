@@ -457,3 +457,29 @@ def test_health_and_metrics_report_the_tier(cache: CacheProvider, backend: Count
         name == "tasker_resilience_cache_operations_total" and ("operation", "near") in labels
         for name, labels in samples
     )
+
+
+# --- the invalidation listener's parsing (its connection is exercised on a real server) -----
+
+
+def test_server_versions_are_parsed_for_auto() -> None:
+    from tasker_resilience._cache.tracking import parse_version
+
+    assert parse_version({"redis_version": "7.2.4"}) == (7, 2, 4)
+    assert parse_version({"redis_version": "5.0.14"})[0] < 6
+    assert parse_version({}) == (0,)
+
+
+def test_pushed_messages_evict_keys_and_a_null_list_flushes(tier: NearTier) -> None:
+    from tasker_resilience._cache.tracking import InvalidationListener
+
+    listener = InvalidationListener(tier, lambda: None, "p:", required=False)
+    for key in ("p:a", "p:b", "p:c"):
+        tier.fill(key, tier.begin(key), b"v")
+    listener._handle([b"message", b"__redis__:invalidate", [b"p:a", b"p:b"]])
+    assert tier.fresh("p:a") is None
+    assert tier.fresh("p:c") is not None
+    listener._handle([b"pong", b""])  # proves liveness only
+    assert tier.fresh("p:c") is not None
+    listener._handle([b"message", b"__redis__:invalidate", None])
+    assert len(tier) == 0
