@@ -107,6 +107,7 @@ def test_after_an_outage_no_process_serves_an_invalidated_value(
     for key in ("deleted", "rewritten", "kept"):
         a.call("set", key=key, value="before")
         assert b.call("watch", key=key, until="before", timeout=5)["seen"]
+        assert b.call("settle", key=key, timeout=5)["ok"]
     private_server.freeze()
     try:
         # A's invalidations cannot reach the server: A remembers them for replay.

@@ -15,6 +15,7 @@ Requests (``op`` and its fields):
   monotonic time just before the call);
 - ``watch`` key until timeout -> ``seen`` (bool) and ``t`` (when ``get`` first returned
   ``until``), polling ``get`` every 0.2 ms;
+- ``settle`` key timeout -> ``ok`` once a read of ``key`` stays in the near tier;
 - ``wait_near`` mode timeout -> ``ok`` once the near tier is in ``mode`` (tracking
   connected, for ``tracking``);
 - ``recover`` timeout -> ``ok`` once the circuit is closed and nothing is pending (it
@@ -39,9 +40,9 @@ _POLL_SECONDS = 0.0002
 
 
 def _serve(settings: Mapping[str, Any]) -> None:
-    import tasker_resilience as tr
+    from tasker_resilience._resilience import configure
 
-    res = tr.configure(env=str(settings.get("env", "test")), overrides=settings["overrides"])
+    res = configure(env=str(settings.get("env", "test")), overrides=settings["overrides"])
     cache = res.cache
     out = sys.stdout
     for line in sys.stdin:
@@ -62,6 +63,8 @@ def _serve(settings: Mapping[str, Any]) -> None:
             reply = {"t": t}
         elif op == "watch":
             reply = _watch(cache, request["key"], request["until"], request["timeout"])
+        elif op == "settle":
+            reply = {"ok": _settle(cache, request["key"], request["timeout"])}
         elif op == "wait_near":
             reply = {"ok": _wait_near(cache, request["mode"], request["timeout"])}
         elif op == "recover":
@@ -89,6 +92,21 @@ def _watch(cache: Any, key: str, until: Any, timeout: float) -> dict[str, Any]:
         if now >= deadline:
             return {"seen": False, "t": now, "value": value}
         time.sleep(_POLL_SECONDS)
+
+
+def _settle(cache: Any, key: str, timeout: float) -> bool:
+    """Read ``key`` until the near tier keeps it: an invalidation of the write this read
+    observed may still be on its way and evict the first fill (which is safe, and what
+    a test of stale serving must wait out)."""
+    near = cache.near
+    full = f"{cache.key_prefix}:{key}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cache.get(key)
+        time.sleep(0.05)
+        if near is not None and near.fresh(full) is not None:
+            return True
+    return False
 
 
 def _wait_near(cache: Any, mode: str, timeout: float) -> bool:
