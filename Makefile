@@ -78,4 +78,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) $(NEWEST_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(NEWEST_VENV) .venv-example build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""A tiny service that uses tasker-resilience, and its tests."""
