@@ -548,7 +548,8 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def close(self, **kwargs: Any) -> None:
         """Nothing: Django calls this after every request, and the pooled connections
-        are shared by every thread; ``Resilience.close()`` releases them."""
+        are shared by every thread and kept for the process's life, as Django's
+        ``RedisCache`` keeps its pools (see the guide, "Django")."""
 
     async def aclose(self, **kwargs: Any) -> None:
         """Nothing, as :meth:`close`."""
