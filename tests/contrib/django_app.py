@@ -21,7 +21,18 @@ def answer_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"answer": value, "cache_seconds": cache_seconds})
 
 
+async def async_answer_view(request: HttpRequest) -> JsonResponse:
+    """The same under ASGI: the a* methods await the cache on the event loop."""
+    started = time.perf_counter()
+    value = await cache.aget_or_set("answer", 42, timeout=60)
+    seen = await cache.aget("seen", 0)
+    await cache.aset("seen", seen + 1)
+    cache_seconds = time.perf_counter() - started
+    return JsonResponse({"answer": value, "cache_seconds": cache_seconds})
+
+
 urlpatterns = [
     path("answer", answer_view),
+    path("async-answer", async_answer_view),
     path("ops/", include("tasker_resilience.contrib.django.urls")),
 ]

@@ -361,6 +361,35 @@ def test_view_answers_through_a_frozen_server_in_microseconds_of_cache_time(
         )
 
 
+async def test_async_view_answers_through_a_frozen_server(
+    django_settings: Any, private_server: LocalServer
+) -> None:
+    from django.test import AsyncClient, override_settings
+
+    res = _configure(threshold=3, open_seconds=30)
+    client = AsyncClient()
+    with override_settings(CACHES=_caches(private_server.url)):
+        first = await client.get("/async-answer")
+        assert first.json()["answer"] == 42
+        private_server.freeze()
+        for _ in range(3):  # get, add, get, get...: the breaker opens within them
+            response = await client.get("/async-answer")
+            assert response.status_code == 200
+            assert response.json()["answer"] == 42
+        assert res.breakers.get("cache").state == "open"
+        cache_times = []
+        for _ in range(20):
+            response = await client.get("/async-answer")
+            assert response.status_code == 200
+            cache_times.append(response.json()["cache_seconds"])
+        assert statistics.median(cache_times) < 0.001
+        private_server.thaw()
+        from django.core.cache import caches
+
+        # The asyncio connections belong to this test's loop: closed in it.
+        await caches["default"].provider.aclose()
+
+
 # --- health view ------------------------------------------------------------------------------
 
 
