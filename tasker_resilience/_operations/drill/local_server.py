@@ -153,6 +153,9 @@ class LocalServer:
     chosen at the first start and kept across restarts). ``extra_args`` go on the
     server's command line after the defaults (e.g. ``["--enable-debug-command",
     "local"]`` or ``["--rename-command", "UNLINK", ""]`` for a redis-server).
+    ``config_text`` is written to ``server.conf`` in the data directory and passed
+    first (sentinel mode needs a writable config file; a restart keeps the server's
+    own rewrites of it).
     """
 
     port_retry_seconds: float = _PORT_BUSY_RETRY_SECONDS
@@ -165,6 +168,7 @@ class LocalServer:
         port: int | None = None,
         *,
         extra_args: Sequence[str] = (),
+        config_text: str | None = None,
     ) -> None:
         if binary is None:
             found = find_server_binary()
@@ -183,6 +187,9 @@ class LocalServer:
         self._kind = _kind_of(path)
         self._extra_args = tuple(extra_args)
         self._port_pinned = port is not None
+        # Topologies (tasker_resilience._operations.drill.topology) start sentinels from
+        # a config file: sentinel mode only starts from a writable one.
+        self._config_text = config_text
         self._port: int = port if port is not None else _free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._frozen = False
@@ -209,6 +216,11 @@ class LocalServer:
     @property
     def url(self) -> str:
         return f"redis://{_HOST}:{self._port}/0"
+
+    @property
+    def data_dir(self) -> str | None:
+        """The server's working directory (its log, config and cluster state), while it exists."""
+        return None if self._data_dir is None else self._data_dir.name
 
     @property
     def pid(self) -> int | None:
@@ -299,15 +311,19 @@ class LocalServer:
 
     def _spawn(self) -> None:
         assert self._data_dir is not None
-        log_path = Path(self._data_dir.name) / "server.log"
+        data_dir = self._data_dir.name
+        log_path = Path(data_dir) / "server.log"
+        argv = [self._path]
+        if self._config_text is not None:
+            config_path = Path(data_dir) / "server.conf"
+            if not config_path.exists():  # a restart keeps what the server rewrote
+                config_path.write_text(self._config_text, "utf-8")
+            argv.append(str(config_path))
+        argv += [*_server_args(self._kind, self._port, data_dir), *self._extra_args]
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server.
         with log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [
-                    self._path,
-                    *_server_args(self._kind, self._port, self._data_dir.name),
-                    *self._extra_args,
-                ],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
