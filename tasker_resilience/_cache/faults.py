@@ -17,6 +17,12 @@ free connection in its own pool: that is this process's load, not an outage, so 
 swallowed like a failure but never counts against the breaker (``pool_exhausted`` in
 the stats); caller mistakes (a value that cannot be serialised, a non-string key)
 raise to the caller. Reads and health checks never raise for a backend error of any kind.
+
+:class:`NodeUnavailable` (one node of a cluster is down) is answered like an open
+circuit or a failure: the call is skipped, counted ``skipped_open`` (the node's own
+breaker is open) or ``error`` (the node just failed), never counted against the
+``cache`` breaker, and its invalidation stays with the backend, which replays it on
+that node when the node is back.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tasker_resilience._breakers.breaker import Admission, Breaker
-from tasker_resilience._cache.backends.contract import WriteRejectedError
+from tasker_resilience._cache.backends.contract import NodeUnavailable, WriteRejectedError
 from tasker_resilience._cache.outcomes import GET, HEALTH, CacheStats
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "CacheFaults",
     "RateLimitedWarnings",
     "default_backend_failure",
+    "handed_to_backend",
 ]
 
 CACHE_LOGGER = logging.getLogger("tasker_resilience.cache")
@@ -66,6 +73,12 @@ def default_backend_failure(exc: BaseException) -> bool:
     """For a backend without ``is_backend_failure``: I/O errors (``OSError``, which
     includes ``ConnectionError`` and ``TimeoutError``) count, mistakes do not."""
     return isinstance(exc, OSError)
+
+
+def handed_to_backend(exc: BaseException) -> bool:
+    """True when the backend has remembered the refused call's invalidation itself
+    (a cluster node that is down replays it when it is back)."""
+    return isinstance(exc, NodeUnavailable)
 
 
 class RateLimitedWarnings:
@@ -126,6 +139,11 @@ class CacheFaults:
     def failed(self, op: str, exc: Exception) -> bool:
         """Count and log a failed backend call. True: swallow it (the caller sees a miss,
         a no-op or False); False: the caller made a mistake, re-raise."""
+        if isinstance(exc, NodeUnavailable) and exc.cause is None:
+            # One node's own circuit is open: its breaker logged the transition; a
+            # WARNING per skipped call would flood the log for the whole outage.
+            self._stats.count(op, "skipped_open")
+            return True
         if self.pool_exhausted(exc):
             # Not the backend's fault: the breaker saw it as neutral (the backend's
             # policy declines it); the caller still gets a miss or a no-op.
@@ -151,7 +169,8 @@ class CacheFaults:
                 self.redact(str(exc)),
             )
             return True
-        if not (self.policy(exc) or op is GET or op is HEALTH):
+        node_failed = isinstance(exc, NodeUnavailable)  # a failure of one node, not all
+        if not (node_failed or self.policy(exc) or op is GET or op is HEALTH):
             return False
         self._stats.count(op, "error")
         self.warnings.warn(

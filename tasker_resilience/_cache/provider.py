@@ -33,7 +33,12 @@ from tasker_resilience._cache.backends.contract import (
     backend_factory,
 )
 from tasker_resilience._cache.backends.memory_backend import MemoryBackend, MemoryEntry, NoopBackend
-from tasker_resilience._cache.faults import CACHE_LOGGER, UNAVAILABLE, CacheFaults
+from tasker_resilience._cache.faults import (
+    CACHE_LOGGER,
+    UNAVAILABLE,
+    CacheFaults,
+    handed_to_backend,
+)
 from tasker_resilience._cache.invalidations import (
     DELETE,
     DELETE_PATTERN,
@@ -153,6 +158,11 @@ class CacheProvider:
         provider = cls(backend, breaker=breaker, near=near, **common)
         if near is not None:
             provider._listener = start_near_coherence(near, backend, config, provider._where)
+        guard_nodes_with = getattr(backend, "guard_nodes_with", None)
+        if breaker is not None and guard_nodes_with is not None:
+            # A cluster's masters get breakers of their own with the cache breaker's
+            # thresholds (see _cache/backends/nodes.py).
+            guard_nodes_with(breaker)
         if breaker is not None:
             provider._check_at_startup(breaker)
         return provider
@@ -246,6 +256,14 @@ class CacheProvider:
             "entries": len(near),
             "stale_served": near.snapshot()["stale_served"],
         }
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Per node of a multi-node backend (Redis Cluster masters, ``host:port``): its
+        own breaker's state and counters. Empty for a single-server backend."""
+        report: Callable[[], dict[str, dict[str, Any]]] | None = getattr(
+            self._backend, "node_report", None
+        )
+        return {} if report is None or not self._enabled else report()
 
     def pending_invalidations(self) -> dict[str, int | bool]:
         """Invalidations waiting for the backend to come back (``pending``, ``overflowed``)."""
@@ -424,7 +442,8 @@ class CacheProvider:
         except Exception as exc:
             if not self._failed(op, exc):
                 raise
-            self._remember(undo)
+            if not handed_to_backend(exc):
+                self._remember(undo)
             return skipped
         except BaseException:
             self._interrupted(undo)
@@ -592,7 +611,8 @@ class CacheProvider:
         except Exception as exc:
             if not self._failed(op, exc):
                 raise
-            self._remember(undo)
+            if not handed_to_backend(exc):
+                self._remember(undo)
             return skipped
         except BaseException:
             self._interrupted(undo)

@@ -7,10 +7,12 @@ time, and logs the outcome. Sync and async differ only in the ``await`` on each 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from tasker_resilience._cache.backends.contract import NodeUnavailable
 from tasker_resilience._cache.invalidations import DELETE, PendingInvalidations, ReplayPlan
 
 if TYPE_CHECKING:
@@ -38,7 +40,10 @@ class InvalidationReplay:
             for call, target in self._steps(
                 plan, self._backend.delete, self._backend.delete_pattern
             ):
-                call(target)
+                # A cluster node that is down takes the step into its own memory and
+                # replays it when it is back: done here.
+                with contextlib.suppress(NodeUnavailable):
+                    call(target)
             self._done(plan)
         finally:
             self.pending.release()
@@ -52,7 +57,8 @@ class InvalidationReplay:
         try:
             backend = self._backend
             for call, target in self._steps(plan, backend.adelete, backend.adelete_pattern):
-                await call(target)
+                with contextlib.suppress(NodeUnavailable):  # as in replay()
+                    await call(target)
             self._done(plan)
         finally:
             self.pending.release()

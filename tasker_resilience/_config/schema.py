@@ -72,7 +72,15 @@ class BreakersConfig:
         return self.component_configs.get(name, self.default_config)
 
 
-REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+REDIS_URL_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
 
 
 @dataclass(frozen=True)

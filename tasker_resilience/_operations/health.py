@@ -4,13 +4,15 @@ Status rules (the guide, "Health"):
 
 - ``unhealthy``: a breaker other than ``cache`` is open, or any open breaker is marked
   ``critical = true``. A dependency the service needs is being refused.
-- ``degraded``: only the cache is in trouble (its breaker open, or its health check
-  failing), or some breaker is half-open (recovering: probes are being let through).
+- ``degraded``: only the cache is in trouble (its breaker open, its health check
+  failing, or one node of a Redis Cluster down: ``cache.unavailable_nodes`` names it),
+  or some breaker is half-open (recovering: probes are being let through).
   The service answers, more slowly, so load balancers should keep sending traffic.
 - ``healthy``: otherwise.
 
 Nothing URL-like is reported: the cache block names the configured backend only, so a
-password in ``common.cache.redis.url`` can never leak through the endpoint.
+password in ``common.cache.redis.url`` can never leak through the endpoint. Cluster
+nodes are named ``host:port`` as the cluster itself announces them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ CACHE_BREAKER: Final = "cache"
 """The breaker guarding the cache: the one whose opening only degrades the service."""
 
 _log = logging.getLogger("tasker_resilience.health")
+
+_NODE_FIELDS: Final = (
+    "state",
+    "failure_count",
+    "total_calls",
+    "rejected_calls",
+    "opened_at",
+    "retry_after_seconds",
+    "pending_invalidations",
+)
 
 
 class Reporting(Protocol):
@@ -61,8 +73,10 @@ def _cache_healthy(res: Reporting) -> bool:
         return False
 
 
-def _status(breakers: dict[str, dict[str, Any]], cache_healthy: bool) -> HealthStatus:
-    status: HealthStatus = HEALTHY if cache_healthy else DEGRADED
+def _status(
+    breakers: dict[str, dict[str, Any]], cache_healthy: bool, unavailable_nodes: list[str]
+) -> HealthStatus:
+    status: HealthStatus = HEALTHY if cache_healthy and not unavailable_nodes else DEGRADED
     for name, entry in breakers.items():
         if entry["state"] == "open":
             if name != CACHE_BREAKER or entry["critical"]:
@@ -99,8 +113,16 @@ def build_health(res: Reporting) -> dict[str, Any]:
     if near is not None:
         # Only with the near tier on: the report of a service without it is unchanged.
         cache_block["near"] = near
+    nodes = cache.nodes()
+    unavailable = sorted(name for name, node in nodes.items() if node["state"] != "closed")
+    if nodes:
+        # Only for a multi-node cache (Redis Cluster): each master's own breaker.
+        cache_block["nodes"] = {
+            name: {key: node[key] for key in _NODE_FIELDS} for name, node in nodes.items()
+        }
+        cache_block["unavailable_nodes"] = unavailable
     return {
-        "status": _status(breakers, cache_healthy),
+        "status": _status(breakers, cache_healthy, unavailable),
         "cache": cache_block,
         "circuit_breakers": breakers,
     }

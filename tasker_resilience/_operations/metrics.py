@@ -148,7 +148,22 @@ class ResilienceCollector:
             f"{_PREFIX}_cache_near_bytes", "Estimated memory held by the near tier."
         )
         near: dict[str, int] | None = None
+        node_state = GaugeMetricFamily(
+            f"{_PREFIX}_cache_node_state",
+            "State of each cache node's own breaker (Redis Cluster masters): "
+            "0 closed, 1 half-open, 2 open.",
+            labels=["node"],
+        )
+        node_calls = CounterMetricFamily(
+            f"{_PREFIX}_cache_node_calls",
+            "Calls to each cache node by outcome (rejected: refused while its breaker is open).",
+            labels=["node", "outcome"],
+        )
         if res is not None:
+            for node, metrics in sorted(res.cache.nodes().items()):
+                node_state.add_metric([node], STATE_VALUES[metrics["state"]])
+                for outcome, key in _CALL_OUTCOMES:
+                    node_calls.add_metric([node, outcome], metrics[key])
             for name, metrics in res.breakers.snapshot().items():
                 self._add_breaker(name, metrics, state, in_state, streak, retry_after)
                 transitions.add_metric([name], metrics["transitions"])
@@ -169,7 +184,7 @@ class ResilienceCollector:
                 [cache.backend_name, _label(cache.enabled), _label(cache.distributed)], 1
             )
         yield from (state, in_state, streak, retry_after, transitions, calls, cache_ops)
-        yield cache_info
+        yield from (cache_info, node_state, node_calls)
         if res is None or near is not None:
             # Only with the near tier on (or for describe()): otherwise unchanged output.
             yield from (near_ops, near_entries, near_bytes)

@@ -32,6 +32,7 @@ __all__ = [
     "BackendFactory",
     "CacheBackend",
     "InProcessAsyncMixin",
+    "NodeUnavailable",
     "WriteRejectedError",
     "backend_factory",
     "import_plugins",
@@ -48,6 +49,30 @@ class WriteRejectedError(Exception):
     """A backend refused this one write (e.g. a value over the server's size limit)
     while the backend itself is fine. The provider logs it and treats it as that
     caller's failed write: the key is invalidated, the breaker does not count it."""
+
+
+class NodeUnavailable(Exception):
+    """A multi-node backend could not serve a call because the node holding the key
+    is down.
+
+    Raised by a backend with per-node breakers (Redis Cluster): at once, without I/O,
+    while the node's own circuit is open (``cause`` is None), or in place of the
+    node's failure (``cause`` is the redis-py error; the node's breaker counted it).
+    It is not a failure of the backend as a whole: the provider answers the call like
+    an open circuit (a miss, a no-op, ``0``), counted ``skipped_open`` or ``error``,
+    and never counts it against the ``cache`` breaker. An invalidation that did not
+    reach the node this way has been remembered by the backend, which replays it on
+    that node when the node is back.
+    """
+
+    def __init__(self, node: str, cause: BaseException | None = None) -> None:
+        self.node = node
+        self.cause = cause
+        if cause is None:
+            message = f"cache node {node} is unavailable (its circuit is open)"
+        else:
+            message = f"cache node {node} failed ({type(cause).__name__}: {cause})"
+        super().__init__(message)
 
 
 @runtime_checkable

@@ -10,8 +10,10 @@ server):
 - a bounded, *blocking* pool: at most ``max_connections`` sockets, and a caller waits
   at most ``connect_timeout_seconds`` for a free one before that counts as a failure;
 - ``rediss://`` for TLS, the database number from the URL path, ``unix://`` sockets,
-  and ``redis+cluster://`` / ``rediss+cluster://`` for Redis Cluster through redis-py's
-  own cluster clients;
+  ``redis+cluster://`` / ``rediss+cluster://`` for Redis Cluster through redis-py's
+  own cluster clients (with a breaker per master: see ``cluster_backend``), and
+  ``redis+sentinel://`` / ``rediss+sentinel://`` for a Sentinel-managed primary
+  through redis-py's ``Sentinel`` clients (see ``topology`` for the URL);
 - asyncio clients are per event loop: redis-py's asyncio connections belong to the
   loop that opened them, and tests (or ``asyncio.run`` per job) use many loops.
 
@@ -47,6 +49,12 @@ from tasker_resilience._cache.backends.redis_commands import (
     CommandClient,
     RedisCommands,
     ttl_milliseconds,
+)
+from tasker_resilience._cache.backends.topology import (
+    SentinelTarget,
+    cluster_url,
+    parse_sentinel_url,
+    topology_of,
 )
 from tasker_resilience._config.redact import REDACTED
 from tasker_resilience._config.schema import RedisConfig
@@ -186,14 +194,6 @@ def _rejected(exc: BaseException, size: int) -> WriteRejectedError:
 # --- building clients ----------------------------------------------------------------------
 
 
-def _cluster_url(url: str) -> str | None:
-    """``redis://...`` for a ``redis+cluster://`` URL (``rediss`` likewise), else None."""
-    scheme, sep, rest = url.partition("://")
-    if scheme.lower() in ("redis+cluster", "rediss+cluster"):
-        return scheme.lower().removesuffix("+cluster") + sep + rest
-    return None
-
-
 def _password(url: str) -> str | None:
     try:
         password = urlsplit(url).password
@@ -203,7 +203,10 @@ def _password(url: str) -> str | None:
 
 
 class RedisBackend(RedisCommands):
-    """A Redis-protocol backend (Redis, Valkey, Dragonfly, Redis Cluster).
+    """A Redis-protocol backend (Redis, Valkey, Dragonfly, a Sentinel-managed primary).
+
+    The configured ``redis``/``dragonfly`` backend of a ``redis+cluster://`` URL is a
+    ``RedisClusterBackend`` (this class with a breaker per master).
 
     Besides the backend contract it offers the commands of :class:`RedisCommands`
     (add, incr, touch, batches) that framework integrations run through the provider.
@@ -224,14 +227,20 @@ class RedisBackend(RedisCommands):
     ) -> None:
         self.name = name
         self.config = config
-        self.cluster_url = _cluster_url(config.url)
+        self.topology = topology_of(config.url)
+        self.cluster_url = cluster_url(config.url)
+        self.sentinel: SentinelTarget | None = (
+            parse_sentinel_url(config.url) if self.topology == "sentinel" else None
+        )
         if self.cluster_url is not None:
             path = urlsplit(self.cluster_url).path.strip("/")
             if path not in ("", "0"):
                 raise ConfigurationError(
                     "common.cache.redis.url", config.redacted_url, "database 0 in cluster mode"
                 )
-        self._password = _password(config.url)
+        self._password = (
+            self.sentinel.password if self.sentinel is not None else _password(config.url)
+        )
         # False once the server refused UNLINK (renamed, or not in the ACL user's
         # commands): every later delete uses DEL.
         self._unlink = True
@@ -249,6 +258,10 @@ class RedisBackend(RedisCommands):
     @classmethod
     def from_config(cls, config: CacheConfig) -> RedisBackend:
         """The factory behind ``backend = "redis"`` and ``backend = "dragonfly"``."""
+        if topology_of(config.redis.url) == "cluster":
+            from tasker_resilience._cache.backends.cluster_backend import RedisClusterBackend
+
+            return RedisClusterBackend.from_cluster_config(config)
         return cls(config.redis, name=config.backend)
 
     @property
@@ -286,6 +299,23 @@ class RedisBackend(RedisCommands):
                 **kwargs,
             )
             return cluster
+        if self.sentinel is not None:
+            from redis.sentinel import Sentinel, SentinelConnectionPool
+
+            class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+                """Sentinel's master discovery with the blocking pool's bounded wait."""
+
+            # redis.sentinel is untyped; the client it returns is a plain redis.Redis.
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                self.sentinel.sentinels, **self._sentinel_kwargs(kwargs)
+            )
+            primary: SyncClient = sentinel.master_for(  # type: ignore[no-untyped-call]
+                self.sentinel.service_name,
+                connection_pool_class=BlockingSentinelPool,
+                retry=no_retry,
+                **self._primary_kwargs(kwargs),
+            )
+            return primary
         scheme = self.config.url.split("://", 1)[0].lower()
         # Each call's socket I/O shares one deadline (deadline.py): a trickling
         # reply cannot hold a call for longer than the guide promises.
@@ -297,6 +327,27 @@ class RedisBackend(RedisCommands):
         )
         single: SyncClient = redis.Redis.from_pool(pool)
         return single
+
+    def _sentinel_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """For the ``Sentinel`` manager: the sentinels are asked with the same short
+        timeouts (redis-py copies the ``socket_*`` options) and without credentials."""
+        return {
+            "socket_connect_timeout": kwargs["socket_connect_timeout"],
+            "socket_timeout": kwargs["socket_timeout"],
+        }
+
+    def _primary_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """For the primary's pool: the bounded-pool options, database and credentials."""
+        target = self.sentinel
+        assert target is not None
+        options = dict(kwargs, db=target.db)
+        if target.username:
+            options["username"] = target.username
+        if target.password:
+            options["password"] = target.password
+        if target.ssl:
+            options["ssl"] = True
+        return options
 
     def _build_async(self) -> AsyncClient:
         import redis.asyncio as aredis
@@ -311,6 +362,23 @@ class RedisBackend(RedisCommands):
             del kwargs["timeout"]
             cluster: AsyncClient = RedisCluster.from_url(self.cluster_url, retry=no_retry, **kwargs)
             return cluster
+        if self.sentinel is not None:
+            from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+            class BlockingSentinelPool(SentinelConnectionPool, aredis.BlockingConnectionPool):
+                """Sentinel's master discovery with the blocking pool's bounded wait."""
+
+            # redis.asyncio.sentinel is partly untyped; master_for gives a redis.asyncio.Redis.
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                self.sentinel.sentinels, **self._sentinel_kwargs(kwargs)
+            )
+            primary: AsyncClient = sentinel.master_for(
+                self.sentinel.service_name,
+                connection_pool_class=BlockingSentinelPool,
+                retry=no_retry,
+                **self._primary_kwargs(kwargs),
+            )
+            return primary
         pool = aredis.BlockingConnectionPool.from_url(self.config.url, retry=no_retry, **kwargs)
         single: AsyncClient = aredis.Redis.from_pool(pool)
         return single
