@@ -35,6 +35,7 @@ from tasker_resilience._cache.backends.redis_backend import (
     SyncClient,
     is_redis_failure,
 )
+from tasker_resilience._cache.backends.topology import topology_of
 from tasker_resilience._cache.invalidations import DELETE, DELETE_PATTERN, Step
 from tasker_resilience._cache.keys import escape_glob
 from tasker_resilience._config.schema import RedisConfig
@@ -42,7 +43,7 @@ from tasker_resilience._config.schema import RedisConfig
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
 
-__all__ = ["RedisClusterBackend"]
+__all__ = ["RedisClusterBackend", "redis_from_config"]
 
 T = TypeVar("T")
 
@@ -317,6 +318,14 @@ class RedisClusterBackend(RedisBackend):
 
     def __repr__(self) -> str:
         return f"<RedisClusterBackend {self.name!r} {self.redacted_url}>"
+
+
+def redis_from_config(config: CacheConfig) -> RedisBackend:
+    """The factory behind ``backend = "redis"`` and ``backend = "dragonfly"``: the
+    cluster backend for a ``redis+cluster://`` URL, the plain one for any other."""
+    if topology_of(config.redis.url) == "cluster":
+        return RedisClusterBackend.from_cluster_config(config)
+    return RedisBackend.from_config(config)
 
 
 def _batches(keys: Iterator[Any]) -> Iterator[list[Any]]:

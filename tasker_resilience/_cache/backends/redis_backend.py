@@ -257,11 +257,9 @@ class RedisBackend(RedisCommands):
 
     @classmethod
     def from_config(cls, config: CacheConfig) -> RedisBackend:
-        """The factory behind ``backend = "redis"`` and ``backend = "dragonfly"``."""
-        if topology_of(config.redis.url) == "cluster":
-            from tasker_resilience._cache.backends.cluster_backend import RedisClusterBackend
-
-            return RedisClusterBackend.from_cluster_config(config)
+        """A backend for one server or a Sentinel-managed primary (the registered
+        ``redis``/``dragonfly`` factory is ``cluster_backend.redis_from_config``, which
+        also knows Redis Cluster)."""
         return cls(config.redis, name=config.backend)
 
     @property
