@@ -15,6 +15,7 @@ import pytest
 
 from tasker_resilience._breakers.breaker import Breaker, counter_value
 from tasker_resilience._config.schema import BreakerConfig
+from tasker_resilience._errors import ConfigurationError
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
 
@@ -61,3 +62,47 @@ def test_case19_counter_value_does_not_use_pickling() -> None:
         warnings.simplefilter("error", DeprecationWarning)
         assert counter_value(counter) == 7
         assert counter_value(itertools.count(10**20)) == 10**20
+
+
+def test_case6_hung_half_open_probes_time_out_and_free_their_slots() -> None:
+    clock = ManualClock()
+    config = BreakerConfig(1, 30.0, 1, probe_timeout_seconds=5.0)
+    breaker = Breaker("dep", config, clock=clock)
+    breaker.force_open()
+    clock.advance(31)
+    hung = breaker.admit()  # the one probe slot; its call never returns
+    assert hung is not None
+    assert breaker.admit() is None  # slot taken
+    assert breaker.retry_after_seconds is None  # half-open, probe in flight
+    clock.advance(4)
+    assert breaker.admit() is None  # within the probe deadline: still waiting
+    clock.advance(2)
+    assert breaker.admit() is None  # past it: the probe counts as failed, circuit re-opens
+    assert breaker.state == "open"
+    assert breaker.retry_after_seconds == pytest.approx(30.0)
+    clock.advance(31)
+    probe = breaker.admit()  # a fresh probe gets the slot
+    assert probe is not None
+    with probe:
+        pass
+    assert breaker.state == "closed"
+    with hung:  # the hung call finally returns: stale, moves nothing
+        pass
+    assert breaker.state == "closed"
+    m = breaker.metrics()
+    assert (
+        m["total_calls"]
+        == m["successful_calls"] + m["failed_calls"] + m["rejected_calls"] + m["neutral_calls"]
+    )
+
+
+def test_case6_probe_timeout_is_configurable_with_a_default() -> None:
+    res = configure_for_tests(
+        {"common": {"circuit_breakers": {"default_config": {"probe_timeout_seconds": 2.5}}}}
+    )
+    assert res.breakers.get("custom").config.probe_timeout_seconds == 2.5
+    assert res.breakers.get("cache").config.probe_timeout_seconds == 10.0  # the default
+    with pytest.raises(ConfigurationError, match="probe_timeout_seconds"):
+        configure_for_tests(
+            {"common": {"circuit_breakers": {"default_config": {"probe_timeout_seconds": 0}}}}
+        )

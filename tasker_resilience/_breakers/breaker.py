@@ -111,6 +111,8 @@ class Breaker:
         self._retry_at = 0.0
         self._opened_at: float | None = None
         self._probes_in_flight = 0
+        # When the probes now in flight (the first of them) must have finished by.
+        self._probe_deadline = 0.0
         self._local_streak = 0  # this process's view of the failure streak (fast path only)
         self._calls = itertools.count()
         self._successes = itertools.count()
@@ -141,7 +143,17 @@ class Breaker:
             if self._state is HALF_OPEN:
                 admitted = self._probes_in_flight < self.config.success_threshold
                 if admitted:
+                    if not self._probes_in_flight:
+                        self._probe_deadline = self._clock() + self.config.probe_timeout_seconds
                     self._probes_in_flight += 1
+                elif self._clock() >= self._probe_deadline:
+                    # Every slot is held by probes that outlived probe_timeout_seconds
+                    # (a call without a timeout of its own, hung): count that as the
+                    # failed probe it is. Re-opening frees the slots; the hung calls'
+                    # outcomes are stale when they return (older generation), and
+                    # are counted then, as the calls they are.
+                    self._storage.increment_counter()
+                    self._enter(OPEN)
             else:
                 admitted = self._state is CLOSED
             generation = self._generation

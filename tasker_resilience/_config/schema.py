@@ -46,6 +46,9 @@ class BreakerConfig:
     """Successful probes that close the circuit again (1-50); also the probe concurrency cap."""
     critical: bool = False
     """An open critical breaker makes the health report "unhealthy"."""
+    probe_timeout_seconds: float = 10.0
+    """A half-open probe not finished after this long counts as failed and frees its
+    slot (the circuit re-opens): hung probes cannot wedge a breaker (>0, <=300)."""
 
 
 DEFAULT_COMPONENT_CONFIGS: Mapping[str, BreakerConfig] = MappingProxyType(
@@ -241,7 +244,13 @@ def _text(key: str, value: object) -> str:
     return value.strip()
 
 
-_BREAKER_KEYS = ("failure_threshold", "timeout_seconds", "success_threshold", "critical")
+_BREAKER_KEYS = (
+    "failure_threshold",
+    "timeout_seconds",
+    "success_threshold",
+    "critical",
+    "probe_timeout_seconds",
+)
 
 
 def _breaker(key: str, raw: object, base: BreakerConfig) -> BreakerConfig:
@@ -264,6 +273,11 @@ def _breaker(key: str, raw: object, base: BreakerConfig) -> BreakerConfig:
             50,
         ),
         critical=_bool(f"{key}.critical", table.get("critical", base.critical)),
+        probe_timeout_seconds=_seconds(
+            f"{key}.probe_timeout_seconds",
+            table.get("probe_timeout_seconds", base.probe_timeout_seconds),
+            300,
+        ),
     )
 
 
