@@ -51,6 +51,7 @@ class PendingInvalidations:
         # it: the new invalidation may have come after the replayed delete ran.
         self._steps: dict[Step, int] = {}
         self._overflowed = False
+        self._patterns = 0  # pattern steps among _steps (covers() reads it without a lock)
         self._seq = 0
         self._claimed = False
         self._lock = threading.Lock()
@@ -59,10 +60,14 @@ class PendingInvalidations:
         with self._lock:
             self._seq += 1
             if not self._overflowed:
-                self._steps[Step(kind, target)] = self._seq
+                step = Step(kind, target)
+                if kind != DELETE and step not in self._steps:
+                    self._patterns += 1
+                self._steps[step] = self._seq
                 if len(self._steps) > self.limit:
                     self._overflowed = True
                     self._steps.clear()
+                    self._patterns = 0
             self.active = True
 
     def plan(self) -> ReplayPlan:
@@ -100,11 +105,24 @@ class PendingInvalidations:
                 if plan.seqs[0] == self._seq:
                     self._overflowed = False
                     self._steps.clear()
+                    self._patterns = 0
             else:
                 for step, seq in zip(plan.steps, plan.seqs, strict=True):
                     if self._steps.get(step) == seq:
                         del self._steps[step]
+                        if step.kind != DELETE:
+                            self._patterns -= 1
             self.active = self._overflowed or bool(self._steps)
+
+    def covers(self, full_key: str) -> bool:
+        """True when ``full_key`` may still hold a value this process invalidated: its
+        own delete is pending, or any pattern or namespace drop is (patterns are not
+        matched here: treating them as covering every key is the safe answer)."""
+        if not self.active:
+            return False
+        if self._overflowed or self._patterns:
+            return True
+        return Step(DELETE, full_key) in self._steps
 
     def __len__(self) -> int:
         return len(self._steps)

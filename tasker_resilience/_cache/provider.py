@@ -407,9 +407,10 @@ class CacheProvider:
             return UNAVAILABLE
         try:
             with guard:
-                if self._pending.active and not self._replay():
-                    # Another caller is replaying: the server may still hold a value it
-                    # is about to delete. Ask anyway (an honest probe), answer a miss.
+                if self._pending.active and not self._replay() and self._pending.covers(full):
+                    # The replay is not through this key yet (later slices, or another
+                    # caller's in flight): the server may still hold a value this
+                    # process invalidated. Ask anyway (an honest probe), answer a miss.
                     self._backend.get(full)
                     return None
                 return self._backend.get(full)
@@ -582,7 +583,11 @@ class CacheProvider:
             return UNAVAILABLE
         try:
             with guard:
-                if self._pending.active and not await self._areplay():
+                if (
+                    self._pending.active
+                    and not await self._areplay()
+                    and self._pending.covers(full)
+                ):
                     await self._backend.aget(full)  # as in _fetch: a probe, answered as a miss
                     return None
                 return await self._backend.aget(full)

@@ -436,3 +436,77 @@ async def test_case5_a_trickling_reply_cannot_hold_a_call(trickle_server: Trickl
     }
     print("case 5 measured:", {k: round(v, 3) for k, v in measured.items()})
     assert all(seconds < DEADLINE_BOUND_SECONDS for seconds in measured.values()), measured
+
+
+# --- case 7: replay in bounded slices -----------------------------------------------------
+
+NAMESPACE_KEYS = 200_000
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_case7_a_namespace_drop_is_replayed_in_bounded_slices(
+    redis_server: ServerFactory, mode: str
+) -> None:
+    server = redis_server()
+    raw = _raw(server)
+    pipe = raw.pipeline(transaction=False)
+    for index in range(NAMESPACE_KEYS):
+        pipe.set(f"case7:k{index}", b"Jold")
+        if index % 10_000 == 9_999:
+            pipe.execute()
+    pipe.execute()
+    res = configure_cache(server.url, "redis", "case7", socket_timeout=2.0)
+    res.cache.set("victim", "old")
+    breaker = res.breakers.get("cache")
+    breaker.force_open()
+    res.cache.delete("k0")  # missed: remembered
+    res.cache.delete("victim")
+    with res.cache._pending._lock:  # the safe fallback: overflow -> drop the namespace
+        res.cache._pending._overflowed = True
+        res.cache._pending._steps.clear()
+    breaker.reset()
+
+    async def get(key: str) -> object:
+        return res.cache.get(key) if mode == "sync" else await res.cache.aget(key)
+
+    first_seconds = time.monotonic()
+    assert await get("victim") is None  # never the invalidated value
+    first_seconds = time.monotonic() - first_seconds
+    calls = 1
+    while res.cache.pending_invalidations()["overflowed"]:
+        assert await get("victim") is None
+        assert await get("k7") is None  # every key of the namespace waits for the drop
+        calls += 1
+        assert calls < 10_000
+    print(f"case 7 ({mode}): first call {first_seconds:.3f} s, {calls} calls to drop")
+    assert first_seconds < 0.5  # one slice (50 ms of work) plus the call itself
+    assert calls > 2  # it really was sliced
+    assert raw.dbsize() == 0
+    res.cache.set("victim", "new")
+    assert await get("victim") == "new"
+    if mode == "async":
+        await res.cache.aclose()
+
+
+async def test_case7_a_thousand_missed_deletes_replay_in_one_short_call(
+    redis_server: ServerFactory,
+) -> None:
+    server = redis_server()
+    res = configure_cache(server.url, "redis", "case7b")
+    for index in range(1000):
+        res.cache.set(f"k{index}", index)
+    breaker = res.breakers.get("cache")
+    breaker.force_open()
+    for index in range(1000):
+        res.cache.delete(f"k{index}")
+    assert res.cache.pending_invalidations()["pending"] == 1000
+    breaker.reset()
+    raw = _raw(server)
+    raw.config_resetstat()
+    seconds, value = timed(lambda: res.cache.get("k5"))
+    assert value is None
+    assert res.cache.pending_invalidations()["pending"] == 0
+    # Batched: two UNLINKs of 500 keys, not 1000 round trips (2.4 s at 1 ms latency).
+    assert raw.info("commandstats")["cmdstat_unlink"]["calls"] == 2
+    assert seconds < 0.5
+    assert raw.dbsize() == 0

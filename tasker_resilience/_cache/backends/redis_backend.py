@@ -92,6 +92,9 @@ class AsyncClient(AsyncCommandClient, Protocol):
 
     def get(self, name: str) -> Awaitable[Any]: ...
     def delete(self, *names: str) -> Awaitable[Any]: ...
+    def scan(
+        self, cursor: int = 0, match: str | None = None, count: int | None = None
+    ) -> Awaitable[tuple[int, list[Any]]]: ...
     def scan_iter(
         self, match: str | None = None, count: int | None = None
     ) -> AsyncIterator[Any]: ...
@@ -457,24 +460,39 @@ class RedisBackend(RedisCommands):
         # Each round trip (a SCAN page, an UNLINK batch) has its own deadline: a large
         # namespace takes as many as it needs, a trickling server cannot stretch one.
         client = self.client
-        deleted = 0
         if self.cluster_url is not None:
             # A cluster's SCAN is per node; its scan_iter walks them all.
             keys = list(client.scan_iter(match=pattern, count=SCAN_COUNT))
-            for start in range(0, len(keys), UNLINK_BATCH):
-                deleted += self._remove(client, keys[start : start + UNLINK_BATCH])
-            return deleted
-        cursor: int = 0
+            return self._remove_all(client, keys)
+        deleted, cursor = 0, 0
         while True:
-            call_started()
-            try:
-                cursor, keys = client.scan(cursor, match=pattern, count=SCAN_COUNT)
-            finally:
-                call_ended()
-            for start in range(0, len(keys), UNLINK_BATCH):
-                deleted += self._remove(client, keys[start : start + UNLINK_BATCH])
+            cursor, count = self._page(client, pattern, cursor)
+            deleted += count
             if not cursor:
                 return deleted
+
+    def delete_pattern_page(self, pattern: str, cursor: int) -> int:
+        """One ``SCAN`` page of ``pattern`` from ``cursor``, its keys removed; returns
+        the cursor to continue from (0: done). Lets a replay drop a large namespace
+        in bounded slices. A cluster drops the whole pattern at once."""
+        if self.cluster_url is not None:
+            self.delete_pattern(pattern)
+            return 0
+        return self._page(self.client, pattern, cursor)[0]
+
+    def _page(self, client: SyncClient, pattern: str, cursor: int) -> tuple[int, int]:
+        call_started()
+        try:
+            cursor, keys = client.scan(cursor, match=pattern, count=SCAN_COUNT)
+        finally:
+            call_ended()
+        return int(cursor), self._remove_all(client, keys)
+
+    def _remove_all(self, client: SyncClient, keys: list[str]) -> int:
+        deleted = 0
+        for start in range(0, len(keys), UNLINK_BATCH):
+            deleted += self._remove(client, keys[start : start + UNLINK_BATCH])
+        return deleted
 
     def health_check(self) -> bool:
         client = self.client
@@ -524,15 +542,31 @@ class RedisBackend(RedisCommands):
 
     async def adelete_pattern(self, pattern: str) -> int:
         client = self.async_client
+        if self.cluster_url is not None:
+            keys = [key async for key in client.scan_iter(match=pattern, count=SCAN_COUNT)]
+            return await self._aremove_all(client, keys)
+        deleted, cursor = 0, 0
+        while True:
+            cursor, count = await self._apage(client, pattern, cursor)
+            deleted += count
+            if not cursor:
+                return deleted
+
+    async def adelete_pattern_page(self, pattern: str, cursor: int) -> int:
+        """Async :meth:`delete_pattern_page`."""
+        if self.cluster_url is not None:
+            await self.adelete_pattern(pattern)
+            return 0
+        return (await self._apage(self.async_client, pattern, cursor))[0]
+
+    async def _apage(self, client: AsyncClient, pattern: str, cursor: int) -> tuple[int, int]:
+        cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT)
+        return int(cursor), await self._aremove_all(client, keys)
+
+    async def _aremove_all(self, client: AsyncClient, keys: list[str]) -> int:
         deleted = 0
-        batch: list[str] = []
-        async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
-            batch.append(key)
-            if len(batch) >= UNLINK_BATCH:
-                deleted += await self._aremove(client, batch)
-                batch = []
-        if batch:
-            deleted += await self._aremove(client, batch)
+        for start in range(0, len(keys), UNLINK_BATCH):
+            deleted += await self._aremove(client, keys[start : start + UNLINK_BATCH])
         return deleted
 
     async def ahealth_check(self) -> bool:
