@@ -220,3 +220,51 @@ def test_a_plugin_that_raises_is_named(tmp_path: Path, monkeypatch: pytest.Monke
 def test_plugins_must_be_module_names(value: object) -> None:
     with pytest.raises(tr.ConfigurationError, match=r"common\.cache\.plugins.*module names"):
         configure_for_tests({"common": {"cache": {"plugins": value}}})
+
+
+# --- entry points: found without any import, after code registrations and built-ins ---------
+
+
+@pytest.fixture
+def entry_point_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An installed distribution (a .dist-info on sys.path) whose entry point names
+    ``epstore`` (and tries to take ``redis``, which a built-in keeps)."""
+    module = f"ep_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(
+            """
+            from tasker_resilience._cache.backends.memory_backend import MemoryBackend
+
+            def build(config):
+                return MemoryBackend(10, name=config.backend)
+            """
+        ),
+        encoding="utf-8",
+    )
+    info = tmp_path / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[tasker_resilience.cache_backends]\nepstore = {module}:build\nredis = {module}:build\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield module
+    sys.modules.pop(module, None)
+
+
+def test_entry_point_backends_keep_working(entry_point_distribution: str) -> None:
+    assert "epstore" in known_backend_names()
+    res = configure_for_tests({"common": {"cache": {"backend": "epstore"}}})
+    assert res.cache.backend_name == "epstore"
+    res.cache.set("k", 1)
+    assert res.cache.get("k") == 1
+    # A built-in name is not taken over by an entry point; a code registration wins over both.
+    redis_backend = backend_factory("redis")(CacheConfig(backend="redis"))
+    assert type(redis_backend).__name__ == "RedisBackend"
+    redis_backend.close()
+    assert backend_factory("epstore").__module__ == entry_point_distribution
+    tr.register_backend("epstore", DictBackend)  # type: ignore[arg-type]
+    try:
+        assert backend_factory("epstore") is DictBackend
+    finally:
+        tr.unregister_backend("epstore")

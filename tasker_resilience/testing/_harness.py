@@ -167,7 +167,12 @@ class Harness(Resilience):
 
 def _fake_redis(flavour: Flavour) -> tuple[FakeServer, BackendFactory]:
     """A fakeredis server of ``flavour`` and a factory building the real RedisBackend on it."""
-    import fakeredis
+    try:
+        import fakeredis
+    except ImportError as exc:  # the plugin loads without it; say what to install
+        raise ImportError(
+            "a fakeredis-backed cache needs fakeredis: pip install 'tasker-resilience[pytest]'"
+        ) from exc
 
     from tasker_resilience._cache.backends.contract import CacheBackend
     from tasker_resilience._cache.backends.redis_backend import RedisBackend
