@@ -38,6 +38,7 @@ may write to this Redis.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import pickle
@@ -50,6 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from tasker_resilience._cache.backends.contract import backend_factory
 from tasker_resilience._cache.backends.redis_backend import RedisBackend
 from tasker_resilience._cache.invalidations import DELETE, Step
 from tasker_resilience._cache.keys import escape_glob
@@ -256,9 +258,16 @@ class _SharedProviders:
             if entry is not None and entry[0] is res:
                 return entry[1]
             config = _redis_config(location, res.settings.cache.redis, overrides, db)
-            cache_config = res.settings.cache
+            cache_config = dataclasses.replace(res.settings.cache, backend="redis", redis=config)
+            # The registered factory: it picks the single-server, Sentinel or Cluster
+            # backend from the URL, as for common.cache.redis.url.
+            backend = backend_factory("redis")(cache_config)
+            if not isinstance(backend, RedisBackend):
+                raise ConfigurationError(
+                    f"{SETTING} LOCATION", redact_url(config.url), "a Redis-protocol URL"
+                )
             provider = CacheProvider(
-                RedisBackend(config, name="redis"),
+                backend,
                 breaker=res.cache.breaker or res.breakers.get("cache"),
                 key_prefix=cache_config.key_prefix,
                 default_ttl_seconds=cache_config.default_ttl_seconds,
