@@ -304,10 +304,23 @@ def test_observing_a_server_never_freezes_it(server: LocalServer) -> None:
 @pytest.mark.integration
 @pytest.mark.drill
 def test_observing_shows_an_outage_caused_by_someone_else(server: LocalServer) -> None:
-    pause = threading.Timer(0.5, server.freeze)
-    resume = threading.Timer(1.7, server.thaw)
-    pause.start()
-    resume.start()
+    # The outage starts once the drill's load is running, not at a fixed time: a slow
+    # interpreter start-up (a busy machine) would otherwise freeze the server before the
+    # drill's reachability check and turn the test into "cannot reach".
+    stop = threading.Event()
+
+    def outage() -> None:
+        client = redis.Redis.from_url(server.url, socket_timeout=1)
+        while not stop.is_set() and not client.exists("tasker-drill:drill:0"):
+            stop.wait(0.01)
+        if stop.is_set():
+            return
+        server.freeze()
+        stop.wait(1.2)
+        server.thaw()
+
+    saboteur = threading.Thread(target=outage, daemon=True)
+    saboteur.start()
     try:
         result = _cli(
             "--url",
@@ -320,8 +333,8 @@ def test_observing_shows_an_outage_caused_by_someone_else(server: LocalServer) -
             "--open-timeout=0.5",
         )
     finally:
-        pause.cancel()
-        resume.cancel()
+        stop.set()
+        saboteur.join(5)
         server.thaw()
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
