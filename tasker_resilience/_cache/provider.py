@@ -47,7 +47,7 @@ from tasker_resilience._cache.invalidations import (
 )
 from tasker_resilience._cache.keys import escape_glob
 from tasker_resilience._cache.limits import checked_key, checked_ttl, key_error
-from tasker_resilience._cache.near import NearEntry, NearTier
+from tasker_resilience._cache.near import NearTier
 from tasker_resilience._cache.outcomes import (
     DELETE_OP,
     DELETE_PATTERN_OP,
@@ -281,10 +281,15 @@ class CacheProvider:
         ``shared``: a memory-backend hit may hand out the stored object (see reads)."""
         get_entry = self._get_entry
         if get_entry is None:
-            if self._near is not None:
-                full, near_entry, token = self._near_begin(key)
+            near = self._near
+            if near is not None:
+                # A near hit is an in-process hit: the key check and lookup inlined, as
+                # for the memory backend below.
+                full = self._prefix + key if type(key) is str else self._full_key(key)
+                near_entry = near.fresh(full)
                 if near_entry is not None:
                     return self._read_entry(near_entry, serializer, enveloped, miss, shared)
+                token = near.begin(full)
                 return self._near_end(full, token, self._fetch(key), serializer, enveloped, miss)
             return self._finish_get(self._fetch(key), serializer, enveloped, miss)
         # The memory backend: no breaker, no I/O, nothing ever pending to replay.
@@ -297,15 +302,6 @@ class CacheProvider:
         return self._read_entry(entry, serializer, enveloped, miss, shared)
 
     # --- the near tier: decisions shared by the sync and async paths ---------------------
-
-    def _near_begin(self, key: str) -> tuple[str, NearEntry | None, Any]:
-        """A fresh near entry for ``key`` or, when there is none, the fill token for the
-        backend read that follows."""
-        near = self._near
-        assert near is not None  # only called with the tier on
-        full = self._full_key(key)
-        entry = near.fresh(full)
-        return full, entry, (None if entry is not None else near.begin(full))
 
     def _near_end(
         self, full: str, token: Any, raw: Any, serializer: Serializer, enveloped: bool, miss: Any
@@ -644,10 +640,14 @@ class CacheProvider:
         if self._get_entry is not None:
             # In-process: nothing to await.
             return self._read(key, serializer, enveloped, miss, shared)
-        if self._near is not None:
-            full, entry, token = self._near_begin(key)
-            if entry is not None:
-                return self._read_entry(entry, serializer, enveloped, miss, shared)
+        near = self._near
+        if near is not None:
+            # As in _read: a near hit has nothing to await.
+            full = self._prefix + key if type(key) is str else self._full_key(key)
+            near_entry = near.fresh(full)
+            if near_entry is not None:
+                return self._read_entry(near_entry, serializer, enveloped, miss, shared)
+            token = near.begin(full)
             raw = await self._afetch(key)
             return self._near_end(full, token, raw, serializer, enveloped, miss)
         return self._finish_get(await self._afetch(key), serializer, enveloped, miss)
