@@ -86,6 +86,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="use the in-process fault injector even if a server binary is on PATH",
     )
     drill.add_argument("--server-binary", metavar="PATH", help="the server binary to start")
+    drill.add_argument(
+        "--near",
+        action="store_true",
+        help="show what the near cache buys: origin load per phase (healthy, server "
+        "frozen) of a @cached function, with and without [common.cache.near]",
+    )
     number, whole = _positive(float), _positive(int)
     for flag, kind, default, text in (
         ("--rate", number, defaults.rate, "operations per second offered"),
@@ -168,6 +174,8 @@ def _drill(args: argparse.Namespace) -> int:
         run_drill,
     )
 
+    if args.near:
+        return _near_drill(args)
     options = DrillOptions(
         url=args.url,
         in_process=args.in_process,
@@ -193,6 +201,38 @@ def _drill(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return EXIT_OK if report.ok else EXIT_UNHEALTHY
+
+
+def _near_drill(args: argparse.Namespace) -> int:
+    from tasker_resilience._operations.drill.near_load import format_origin_loads, run_near_drill
+
+    if args.url or args.in_process:
+        print(
+            f"{PROG} drill: --near freezes a private server; it cannot be combined with "
+            f"{'--url' if args.url else '--in-process'}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    logging.getLogger("tasker_resilience").setLevel(logging.INFO if args.verbose else logging.ERROR)
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[drill --near] {message}", file=sys.stderr, flush=True)
+
+    loads = run_near_drill(
+        server_binary=args.server_binary,
+        rate=args.rate,
+        healthy_seconds=args.warmup * 2,
+        outage_seconds=args.outage,
+        say=say,
+    )
+    if args.json:
+        print(json.dumps({"near": [load.as_dict() for load in loads]}, indent=2))
+    else:
+        print(format_origin_loads(loads))
+    with_near, without = loads
+    # The tier must at least lower the outage's origin load to call the drill a success.
+    return EXIT_OK if with_near.ratio < without.ratio else EXIT_UNHEALTHY
 
 
 # --- health ----------------------------------------------------------------------------

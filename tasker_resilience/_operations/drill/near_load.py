@@ -189,10 +189,10 @@ def format_origin_loads(loads: list[OriginLoad]) -> str:
     """A small table: origin calls per second per phase, with and without the tier."""
     lines = [
         "origin load (calls/s reaching the @cached function's origin)",
-        f"{'phase':<10}" + "".join(f"{'near ' + ('on' if load.near else 'off'):>14}" for load in loads),
+        f"{'phase':<16}" + "".join(f"{_label(load):>14}" for load in loads),
     ]
     for name in PHASES:
-        row = f"{name:<10}"
+        row = f"{name:<16}"
         for load in loads:
             row += f"{load.phase(name).origin_per_second:>14.1f}"
         lines.append(row)
@@ -201,3 +201,58 @@ def format_origin_loads(loads: list[OriginLoad]) -> str:
         if load.near:
             lines.append(f"near tier answered {load.stale_served} reads stale during the outage")
     return "\n".join(lines)
+
+
+def _label(load: OriginLoad) -> str:
+    return "near on" if load.near else "near off"
+
+
+def run_near_drill(
+    *,
+    server_binary: str | None,
+    rate: float,
+    healthy_seconds: float,
+    outage_seconds: float,
+    say: Callable[[str], None] | None = None,
+) -> list[OriginLoad]:
+    """``tasker-resilience drill --near``: the same outage twice on one private server,
+    with the near tier and without it."""
+    from tasker_resilience._operations.drill.local_server import (
+        LocalServer,
+        ServerStartError,
+        find_server_binary,
+    )
+    from tasker_resilience._operations.drill.targets import DrillError
+
+    if server_binary is None:
+        found = find_server_binary()
+        if found is None:
+            raise DrillError(
+                "--near freezes a private server: install dragonfly, redis-server or "
+                "valkey-server, or pass --server-binary"
+            )
+        server_binary = found[1]
+    loads: list[OriginLoad] = []
+    try:
+        with LocalServer(server_binary) as server:
+            for near in (True, False):
+                label = "near on" if near else "near off"
+
+                def on_phase(phase: str, label: str = label) -> None:
+                    if say is not None:
+                        say(f"{label}: {phase}")
+
+                loads.append(
+                    measure_origin_load(
+                        server,
+                        near=near,
+                        key_prefix=f"drill-near-{'on' if near else 'off'}",
+                        healthy_seconds=healthy_seconds,
+                        outage_seconds=outage_seconds,
+                        rate=rate,
+                        on_phase=on_phase,
+                    )
+                )
+    except ServerStartError as exc:
+        raise DrillError(f"cannot start {server_binary}: {exc}") from None
+    return loads
