@@ -483,3 +483,24 @@ def test_pushed_messages_evict_keys_and_a_null_list_flushes(tier: NearTier) -> N
     assert tier.fresh("p:c") is not None
     listener._handle([b"message", b"__redis__:invalidate", None])
     assert len(tier) == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/mymaster/0"]
+)
+def test_topologies_without_one_channel_fall_back_to_ttl(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tasker_resilience._cache.provider import start_near_coherence
+    from tasker_resilience._config.schema import CacheConfig, RedisConfig
+
+    class Topology:
+        name = "redis"
+        config = RedisConfig(url=url)
+
+    tier = NearTier(NearConfig(enabled=True))
+    config = CacheConfig(near=NearConfig(enabled=True))
+    with caplog.at_level(logging.INFO, "tasker_resilience.cache"):
+        assert start_near_coherence(tier, Topology(), config, "") is None  # type: ignore[arg-type]
+    assert tier.mode == TTL
+    assert "not available for" in caplog.text

@@ -730,20 +730,26 @@ class CacheProvider:
         )
 
 
+_TRACKABLE_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+
+
 def start_near_coherence(
     near: NearTier, backend: CacheBackend, config: CacheConfig, where: str
 ) -> InvalidationListener | None:
     """Decide how ``near`` learns of other processes' writes, per ``tracking``, and log
     which mode is in force. Returns the listener thread when one was started."""
     tracking = config.near.tracking
-    url = getattr(getattr(backend, "config", None), "url", None)
-    cluster = getattr(backend, "cluster_url", None) is not None
-    if tracking == "off" or not isinstance(url, str) or cluster:
+    found = getattr(getattr(backend, "config", None), "url", None)
+    url = found if isinstance(found, str) else ""
+    scheme = url.split("://", 1)[0].lower() if url else None
+    # One server, one invalidation connection: cluster and sentinel topologies would
+    # need a channel per node (and to follow failovers), which the tier does not do yet.
+    if tracking == "off" or scheme not in _TRACKABLE_SCHEMES:
         reason = (
             'tracking = "off"'
             if tracking == "off"
             else "server-assisted invalidation is not available for "
-            + ("Redis Cluster URLs" if cluster else f"backend {backend.name!r}")
+            + (f"{scheme}:// URLs" if scheme else f"backend {backend.name!r}")
         )
         if tracking == "on":
             CACHE_LOGGER.warning(
