@@ -84,6 +84,7 @@ def test_another_processes_set_and_delete_are_seen_within_100ms(peers: tuple[Pee
         value = {"round": round_, "items": [1, 2, 3]}
         a.call("set", key="k", value={"round": -1})
         assert b.call("watch", key="k", until={"round": -1}, timeout=5)["seen"]
+        assert b.call("settle", key="k", timeout=5)["ok"]
         hits_before = b.call("state")["stats"]["near"]["hit"]
         assert b.call("get", key="k")["value"] == {"round": -1}
         # B answers from its near tier (no round trip) until A changes the key...
