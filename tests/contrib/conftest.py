@@ -84,8 +84,10 @@ def django_tests_root() -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def django_cache_tests() -> Path:
+    """Function-scoped, so a test asks for its server first and a machine without one
+    skips before downloading anything (the download itself is cached on disk)."""
     pytest.importorskip("django", reason="the django extra is not installed")
     try:
         return django_tests_root()

@@ -28,7 +28,7 @@ EXPECTED_SKIPS = {
 
 
 def test_djangos_generic_cache_tests_pass(
-    django_cache_tests: Path, private_server: LocalServer, tmp_path: Path
+    private_server: LocalServer, django_cache_tests: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "django-suite.json"
     proc = subprocess.run(
