@@ -14,7 +14,8 @@ import pybreaker
 import pytest
 
 from tasker_resilience._breakers.breaker import Breaker, counter_value
-from tasker_resilience._config.schema import BreakerConfig
+from tasker_resilience._config.redact import redact_url
+from tasker_resilience._config.schema import BreakerConfig, parse_settings
 from tasker_resilience._errors import ConfigurationError
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
@@ -106,3 +107,69 @@ def test_case6_probe_timeout_is_configurable_with_a_default() -> None:
         configure_for_tests(
             {"common": {"circuit_breakers": {"default_config": {"probe_timeout_seconds": 0}}}}
         )
+
+
+# --- cases 9, 10, 13: URLs --------------------------------------------------------------
+
+BAD_URLS = {
+    "redis://cache:notaport/0": "well-formed",
+    "redis://cache:99999/0": "well-formed",
+    "redis://[::1/0": "well-formed",
+    "redis://cache:6379/abc": "database number from 0 to 15",
+    "redis://cache:6379/99": "database number from 0 to 15",
+    "redis://cache:6379/-1": "database number from 0 to 15",
+    "redis://": "with a host",
+    "redis://:pw@/0": "with a host",
+    "unix:///run/redis.sock?db=x": "database number",
+    "redis://cache:6379/0?socket_timeout=3": "use socket_timeout_seconds",
+    "redis://cache:6379/0?socket_connect_timeout=3": "use connect_timeout_seconds",
+    "redis://cache:6379/0?timeout=3": "use connect_timeout_seconds",
+    "redis://cache:6379/0?max_connections=500": "use max_connections",
+    "rediss://cache:6379/0?ssl_cert_reqs=none": "verification stays on",
+}
+
+
+@pytest.mark.parametrize(("url", "says"), BAD_URLS.items(), ids=list(BAD_URLS))
+def test_case9_and_10_malformed_urls_fail_configure_naming_key_and_rule(
+    url: str, says: str
+) -> None:
+    overrides = {"common": {"cache": {"backend": "redis", "redis": {"url": url}}}}
+    with pytest.raises(ConfigurationError, match=says) as caught:
+        configure_for_tests(overrides)
+    assert caught.value.key == "common.cache.redis.url"
+    assert "pw" not in str(caught.value)
+
+
+SECRET_URLS = [
+    "redis://:S3cr3t#PW@cache:6379/0",
+    "redis://:S3cr3t/PW@cache:6379/0",
+    "redis://:S3cr3t?PW@cache:6379/0",
+    "redis://app:S3cr3t@PW@cache:6379/0",
+]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_case13_unencoded_passwords_are_refused_and_never_shown(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="percent-encoded") as caught:
+        configure_for_tests({"common": {"cache": {"backend": "redis", "redis": {"url": url}}}})
+    assert "S3cr3t" not in str(caught.value)
+    assert "PW" not in str(caught.value)
+    assert "S3cr3t" not in redact_url(url)
+    assert "PW" not in redact_url(url)
+
+
+def test_case13_no_secret_in_settings_repr_or_unknown_key_errors() -> None:
+    url = "redis://app:S3cr3tPW@cache.invalid:6379/0"
+    settings = parse_settings(
+        {"common": {"cache": {"backend": "redis", "redis": {"url": url}}}},
+        env="test",
+        known_backends={"redis", "memory"},
+    )
+    assert "S3cr3tPW" not in repr(settings)
+    assert "S3cr3tPW" not in str(settings)
+    with pytest.raises(ConfigurationError) as caught:
+        configure_for_tests(
+            {"common": {"cache": {"backend": "memory", "redis": {"password": "S3cr3tPW"}}}}
+        )
+    assert "common.cache.redis.password" in str(caught.value)
+    assert "S3cr3tPW" not in str(caught.value)

@@ -13,8 +13,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from tasker_resilience._config.redact import redact_url
+from tasker_resilience._config.redact import REDACTED, redact_url
 from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
@@ -156,8 +157,11 @@ class CacheConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     near: NearConfig = field(default_factory=NearConfig)
-    backend_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    """The raw ``[common.cache.<backend>]`` table, for user-registered backends."""
+    backend_options: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+    """The raw ``[common.cache.<backend>]`` table, for user-registered backends. Not in
+    the repr: it is raw (a URL with its password, a token), and reprs reach logs."""
     plugins: tuple[str, ...] = ()
     """Modules imported before validation, so the backends they register are known."""
 
@@ -190,9 +194,12 @@ def _table(key: str, value: object) -> Mapping[str, Any]:
 def _reject_unknown(key: str, table: Mapping[str, Any], allowed: Collection[str]) -> None:
     for name in table:
         if name not in allowed:
+            value = table[name]
             raise ConfigurationError(
                 f"{key}.{name}",
-                table[name],
+                # A string under a misspelt key may be the secret it was meant to set
+                # ("pasword = ..."): never echoed. Numbers and booleans are.
+                REDACTED if isinstance(value, str) else value,
                 f"unknown key{_suggest(str(name), allowed)}; "
                 f"known keys: {', '.join(sorted(allowed))}",
             )
@@ -324,6 +331,7 @@ def _redis(raw: object, key: str = "common.cache.redis") -> RedisConfig:
             f"one of the schemes {', '.join(REDIS_URL_SCHEMES)}"
             f"{_suggest(scheme, REDIS_URL_SCHEMES)}",
         )
+    _check_url(f"{key}.url", url_value, scheme)
     return RedisConfig(
         url=url_value,
         max_connections=_int_in(
@@ -343,6 +351,82 @@ def _redis(raw: object, key: str = "common.cache.redis") -> RedisConfig:
             300,
         ),
     )
+
+
+MAX_DATABASE = 15
+"""Redis's default ``databases 16``: a URL may name database 0-15."""
+
+# Query parameters redis-py would apply over the settings that keep a hung cache
+# cheap (or over TLS verification): the setting to use instead, or why not at all.
+_URL_QUERY_OVERRIDES = {
+    "socket_timeout": "socket_timeout_seconds",
+    "socket_connect_timeout": "connect_timeout_seconds",
+    "timeout": "connect_timeout_seconds (it also bounds the wait for a pooled connection)",
+    "max_connections": "max_connections",
+    "retry_on_timeout": "nothing: the breaker is the retry policy, retries stay off",
+    "retry_on_error": "nothing: the breaker is the retry policy, retries stay off",
+    "health_check_interval": "nothing: the breaker's probes check health",
+    "ssl_cert_reqs": "nothing: TLS certificate verification stays on",
+    "ssl_check_hostname": "nothing: TLS host name checking stays on",
+}
+
+
+def _check_url(key: str, url: str, scheme: str) -> None:
+    """Reject what would otherwise fail at run time, or silently change a setting.
+
+    ``redis://``, ``rediss://`` and the cluster schemes need a host, a port (if any)
+    from 1 to 65535 and a database (if any) from 0 to :data:`MAX_DATABASE`; no scheme
+    may set a client option in its query string (they would beat the settings).
+    """
+    shown = redact_url(url)
+    userinfo, at, _ = url.partition("://")[2].rpartition("@")
+    if at and any(char in userinfo for char in "#/?@"):
+        # urlsplit would cut the password there and read the rest as host, path or
+        # fragment: the client would send a wrong password, logs would show the rest.
+        raise ConfigurationError(
+            key,
+            shown,
+            "a URL whose user name and password are percent-encoded "
+            "(# -> %23, / -> %2F, ? -> %3F, @ -> %40)",
+        )
+    query = url.partition("?")[2].partition("#")[0]
+    for name in parse_qs(query, keep_blank_values=True):
+        if name.lower() in _URL_QUERY_OVERRIDES:
+            raise ConfigurationError(
+                key,
+                shown,
+                f"no {name!r} in the URL's query string: it would override the "
+                f"configured value; use {_URL_QUERY_OVERRIDES[name.lower()]}",
+            )
+    if "sentinel" in scheme:
+        return  # its own shape, checked where it is parsed (topology.parse_sentinel_url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        # Port "notaport", 99999, an unclosed "[::1": urlsplit's own words (which
+        # never hold the password: the user info was checked above).
+        raise ConfigurationError(
+            key, shown, f"a well-formed URL such as redis://host:6379/0 ({exc})"
+        ) from None
+    database: str | None = None
+    if scheme == "unix":
+        databases = parse_qs(parts.query).get("db")
+        database = databases[0] if databases else None
+    elif scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        if not parts.hostname:
+            # "redis://" and "redis://:pw@/0" would quietly mean localhost:6379.
+            raise ConfigurationError(key, shown, "a URL with a host, e.g. redis://cache:6379/0")
+        if port == 0:
+            raise ConfigurationError(key, shown, "a port from 1 to 65535")
+        database = parts.path.strip("/") or None
+    if database is not None and not (database.isdigit() and 0 <= int(database) <= MAX_DATABASE):
+        raise ConfigurationError(
+            key,
+            shown,
+            f"a database number from 0 to {MAX_DATABASE} after the host "
+            f"(redis://host:6379/0), not {database!r}",
+        )
 
 
 def _near(raw: object) -> NearConfig:

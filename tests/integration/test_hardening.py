@@ -510,3 +510,28 @@ async def test_case7_a_thousand_missed_deletes_replay_in_one_short_call(
     assert raw.info("commandstats")["cmdstat_unlink"]["calls"] == 2
     assert seconds < 0.5
     assert raw.dbsize() == 0
+
+
+# --- case 9: a database the server does not have -----------------------------------------
+
+
+async def test_case9_a_database_out_of_the_servers_range_is_an_error_log_never_a_raise(
+    redis_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_server("--databases", "4")
+    url = f"redis://127.0.0.1:{server.port}/12"  # valid in a URL, not on this server
+    with caplog.at_level(logging.ERROR, "tasker_resilience.cache"):
+        res = configure_cache(url, "redis", "case9", failure_threshold=1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("no database 12" in message for message in errors), errors
+    cache = res.cache
+    res.breakers.get("cache").reset()  # closed again: every call now meets the server
+    cache.set("k", 1)
+    cache.delete("k")
+    assert cache.delete_pattern("*") == 0
+    assert cache.get("k") is None
+    await cache.aset("k", 1)
+    await cache.adelete("k")
+    assert await cache.aget("k") is None
+    assert cache.circuit_state == "open"  # counted as the outage it is for this process
+    await cache.aclose()

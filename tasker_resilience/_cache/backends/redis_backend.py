@@ -27,6 +27,7 @@ caller's failed write, not an outage.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
 
 __all__ = ["RedisBackend", "is_pool_exhausted", "is_redis_failure"]
+
+_LOGGER = logging.getLogger("tasker_resilience.cache")
 
 SCAN_COUNT = 1000
 """``SCAN ... COUNT`` hint: keys the server examines per round trip."""
@@ -160,11 +163,18 @@ def is_redis_failure(exc: BaseException) -> bool:
     if isinstance(exc, _FAILURE_TYPES):
         return True
     if isinstance(exc, rex.ResponseError):
+        if database_out_of_range(exc):
+            return True  # every call on this URL fails alike: an outage for this process
         code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
         return code.upper() in _UNWELL_REPLIES or isinstance(
             exc, (rex.ReadOnlyError, rex.OutOfMemoryError, rex.TryAgainError)
         )
     return False
+
+
+def database_out_of_range(exc: BaseException) -> bool:
+    """True for the server's answer to ``SELECT`` of a database it does not have."""
+    return isinstance(exc, rex.ResponseError) and "db index is out of range" in str(exc).lower()
 
 
 def unlink_refused(exc: BaseException) -> bool:
@@ -195,6 +205,13 @@ def _rejected(exc: BaseException, size: int) -> WriteRejectedError:
 
 
 # --- building clients ----------------------------------------------------------------------
+
+
+def _database(url: str) -> str:
+    try:
+        return urlsplit(url).path.strip("/") or "0"
+    except ValueError:
+        return "?"
 
 
 def _password(url: str) -> str | None:
@@ -247,6 +264,7 @@ class RedisBackend(RedisCommands):
         # False once the server refused UNLINK (renamed, or not in the ACL user's
         # commands): every later delete uses DEL.
         self._unlink = True
+        self._database_error_logged = False
         self._client: SyncClient | None = None
         self._sync_factory: Callable[[], SyncClient] = (
             self._build_sync if client is None else lambda: client
@@ -499,6 +517,20 @@ class RedisBackend(RedisCommands):
         call_started()
         try:
             return bool(client.ping())
+        except rex.ResponseError as exc:
+            if database_out_of_range(exc) and not self._database_error_logged:
+                # Valid in the URL (0-15), not on this server: a deployment mistake
+                # that no retry fixes. ERROR once; the breaker keeps calls cheap.
+                self._database_error_logged = True
+                _LOGGER.error(
+                    "cache backend %r at %s: the server has no database %s (%s); "
+                    "every cache call is a miss until the URL names one it has",
+                    self.name,
+                    self.redacted_url,
+                    _database(self.config.url),
+                    exc,
+                )
+            raise
         finally:
             call_ended()
 
