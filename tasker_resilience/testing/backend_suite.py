@@ -231,6 +231,14 @@ class BackendConformance:
     def test_health_check(self, backend: CacheBackend) -> None:
         assert backend.health_check() is True
 
+    def test_usable_again_after_close(self, backend: CacheBackend, ns: str) -> None:
+        # A process closes its cache on reconfiguration or shutdown; a backend object
+        # still referenced afterwards must reconnect rather than fail.
+        backend.set(ns + "k", b"v", None)
+        backend.close()  # an in-process backend may drop its data here
+        backend.set(ns + "k2", b"w", None)
+        assert backend.get(ns + "k2") == self.expected(b"w")
+
     # --- async twins --------------------------------------------------------------------------
 
     def test_async_crud(self, backend: CacheBackend, ns: str) -> None:

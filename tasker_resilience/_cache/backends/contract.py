@@ -130,7 +130,8 @@ class CacheBackend(Protocol):
         ...
 
     def close(self) -> None:
-        """Release connections; the backend may be used again afterwards (it reconnects)."""
+        """Release connections (an in-process backend may drop its data); the backend
+        may be used again afterwards: it reconnects."""
         ...
 
     async def aget(self: _SyncOperations, key: str) -> bytes | None: ...
