@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -144,4 +143,4 @@ def test_a_module_that_fails_to_import_is_named(
 def test_help_mentions_the_import_option(project: Path) -> None:
     result = run_in(project, "health", "--help")
     assert result.returncode == 0
-    assert "--import MODULE" in textwrap.dedent(result.stdout)
+    assert "--import MODULE" in result.stdout
