@@ -92,6 +92,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="show what the near cache buys: origin load per phase (healthy, server "
         "frozen) of a @cached function, with and without [common.cache.near]",
     )
+    drill.add_argument(
+        "--topology",
+        choices=("cluster", "sentinel"),
+        help="stage the outage on a local topology instead: a 3-master Redis Cluster "
+        "(a master frozen, then one killed) or a Sentinel group (the primary killed)",
+    )
     number, whole = _positive(float), _positive(int)
     for flag, kind, default, text in (
         ("--rate", number, defaults.rate, "operations per second offered"),
@@ -174,6 +180,15 @@ def _drill(args: argparse.Namespace) -> int:
         run_drill,
     )
 
+    if args.topology is not None and (
+        args.url or args.in_process or args.server_binary or args.near
+    ):
+        print(
+            f"{PROG} drill: --topology starts its own local servers; it does not combine "
+            "with --url, --in-process, --server-binary or --near",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.near:
         return _near_drill(args)
     options = DrillOptions(
@@ -195,7 +210,13 @@ def _drill(args: argparse.Namespace) -> int:
         # The cache's own failure WARNINGs are the outage the drill stages on purpose;
         # the progress display reports it. --verbose shows the real log lines too.
         logging.getLogger("tasker_resilience").setLevel(logging.ERROR)
-    report = run_drill(options, Progress(sys.stderr, enabled=not args.quiet))
+    progress = Progress(sys.stderr, enabled=not args.quiet)
+    if args.topology is not None:
+        from tasker_resilience._operations.drill.topology_drill import run_topology_drill
+
+        report = run_topology_drill(options, args.topology, progress)
+    else:
+        report = run_drill(options, progress)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

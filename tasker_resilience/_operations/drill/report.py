@@ -52,6 +52,8 @@ class DrillReport:
     opened: bool = False
     closed_again: bool = False
     notes: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+    """Topology drills: what each outage cost, in place of the single-server comparison."""
 
     @property
     def ok(self) -> bool:
@@ -125,7 +127,7 @@ def format_report(report: DrillReport) -> str:
             )
         )
     lines.append("")
-    lines.extend(_comparison_lines(report))
+    lines.extend(report.summary or _comparison_lines(report))
     for note in report.notes:
         lines.append(f"note: {note}")
     lines.append(_verdict(report))
