@@ -96,15 +96,22 @@ def _keys_per_master(cluster: LocalCluster, prefix: str, count: int) -> list[lis
     return [cluster.keys_on(i, count, prefix=f"{prefix}:") for i in range(len(cluster.masters))]
 
 
+def _cluster_cache(
+    cluster: LocalCluster, count: int, **kwargs: Any
+) -> tuple[Resilience, CacheProvider, list[list[str]], list[str]]:
+    """A cache on ``cluster`` under a fresh prefix, and ``count`` of its keys per master
+    (per master, and all of them in one list)."""
+    prefix = _prefix()
+    res = _configure(cluster.url, prefix, **kwargs)
+    per_master = _keys_per_master(cluster, prefix, count)
+    return res, res.cache, per_master, [key for keys in per_master for key in keys]
+
+
 # --- cluster: healthy ---------------------------------------------------------------------
 
 
 def test_cluster_serves_every_operation_sync_and_async(cluster: LocalCluster) -> None:
-    prefix = _prefix()
-    res = _configure(cluster.url, prefix)
-    cache = res.cache
-    per_master = _keys_per_master(cluster, prefix, 3)
-    keys = [key for keys in per_master for key in keys]
+    res, cache, _, keys = _cluster_cache(cluster, 3)
     for key in keys:
         cache.set(key, {"key": key})
     assert [cache.get(key) for key in keys] == [{"key": key} for key in keys]
@@ -265,11 +272,7 @@ def _assert_node_metrics(res: Resilience, node: str) -> None:
 def test_a_frozen_master_costs_under_one_percent_of_calls_after_two_seconds(
     cluster: LocalCluster,
 ) -> None:
-    prefix = _prefix()
-    res = _configure(cluster.url, prefix)
-    cache = res.cache
-    per_master = _keys_per_master(cluster, prefix, 4)
-    keys = [key for keys in per_master for key in keys]
+    res, cache, per_master, keys = _cluster_cache(cluster, 4)
     for key in keys:
         cache.set(key, key)
     frozen, node = 1, cluster.node_name(1)
@@ -299,11 +302,7 @@ def test_a_frozen_master_costs_under_one_percent_of_calls_after_two_seconds(
 def test_a_killed_master_is_skipped_then_used_again_when_it_returns(
     cluster: LocalCluster,
 ) -> None:
-    prefix = _prefix()
-    res = _configure(cluster.url, prefix)
-    cache = res.cache
-    per_master = _keys_per_master(cluster, prefix, 4)
-    keys = [key for keys in per_master for key in keys]
+    res, cache, per_master, keys = _cluster_cache(cluster, 4)
     killed, node = 2, cluster.node_name(2)
 
     async def before() -> None:

@@ -54,7 +54,9 @@ def test_cluster_drill_shows_each_lost_master_costing_a_fraction_of_calls() -> N
     ]
     for name in ("freeze+2s", "kill+2s"):
         phase = next(p for p in report.phases if p.name == name)
-        assert phase.errors <= max(1, phase.operations // 100), (name, phase)
+        # Past the first 2 s only the lost master's probes fail: one per open timeout.
+        assert phase.errors <= phase.seconds / FAST.open_timeout + 1, (name, phase)
+        assert phase.skipped > phase.errors, "the lost master's calls are answered at once"
         assert phase.hits > 0, "the healthy masters kept serving"
     assert report.stale_read_check == "passed"
     assert any("unavailable_nodes=['127.0.0.1:" in line for line in report.summary)
@@ -62,31 +64,26 @@ def test_cluster_drill_shows_each_lost_master_costing_a_fraction_of_calls() -> N
     assert len(opened - {"cache"}) == 2, "each lost master's own breaker opened"
 
 
+def _drill(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    command = [sys.executable, "-m", "tasker_resilience", "drill", *args]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+
+
 def test_sentinel_drill_through_the_cli() -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tasker_resilience",
-            "drill",
-            "--topology",
-            "sentinel",
-            "--json",
-            "--quiet",
-            "--warmup=0.3",
-            "--cooldown=0.3",
-            "--socket-timeout=0.1",
-            "--failure-threshold=3",
-            "--open-timeout=0.5",
-            "--success-threshold=1",
-        ],
-        cwd=REPO_ROOT,
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+    result = _drill(
+        "--topology",
+        "sentinel",
+        "--json",
+        "--quiet",
+        "--warmup=0.3",
+        "--cooldown=0.3",
+        "--socket-timeout=0.1",
+        "--failure-threshold=3",
+        "--open-timeout=0.5",
+        "--success-threshold=1",
     )
     assert result.returncode == 0, result.stderr + result.stdout
     report = json.loads(result.stdout)

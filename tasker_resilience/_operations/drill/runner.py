@@ -51,6 +51,7 @@ __all__ = [
     "check_reachable",
     "format_report",
     "run_drill",
+    "run_on_target",
 ]
 
 FROZEN_PHASES: Final = ("hang", "open")
@@ -353,10 +354,15 @@ def _run_observed(drill: _Drill, report: DrillReport) -> None:
     report.closed_again = breaker.state == "closed"
 
 
-def run_drill(options: DrillOptions, progress: Progress | None = None) -> DrillReport:
-    """Run the drill described by ``options``; raises :class:`DrillError` if it cannot."""
-    progress = progress or Progress(enabled=False)
-    target = choose_target(options, progress)
+def run_on_target(
+    options: DrillOptions,
+    target: Target,
+    progress: Progress,
+    stage: Callable[[_Drill, DrillReport], None],
+) -> DrillReport:
+    """Run ``stage`` (the phases) against ``target`` with a private Resilience; the
+    target is closed whatever happens. Shared by :func:`run_drill` and the topology
+    drills."""
     try:
         report = DrillReport(
             mode=target.mode,
@@ -366,12 +372,17 @@ def run_drill(options: DrillOptions, progress: Progress | None = None) -> DrillR
         progress.event(f"target: {target.description}")
         with _private_resilience(options, target) as res:
             drill = _Drill(options, target, res, progress)
-            if target.mode == OBSERVE:
-                _run_observed(drill, report)
-            else:
-                _run_controlled(drill, report)
+            stage(drill, report)
             report.transitions = drill.transitions
     finally:
         target.close()
         progress.done()
     return report
+
+
+def run_drill(options: DrillOptions, progress: Progress | None = None) -> DrillReport:
+    """Run the drill described by ``options``; raises :class:`DrillError` if it cannot."""
+    progress = progress or Progress(enabled=False)
+    target = choose_target(options, progress)
+    stage = _run_observed if target.mode == OBSERVE else _run_controlled
+    return run_on_target(options, target, progress, stage)

@@ -27,9 +27,8 @@ from tasker_resilience._operations.drill.runner import (
     DrillOptions,
     Progress,
     _Drill,
-    _private_resilience,
-    _settings_summary,
     _TransitionListener,
+    run_on_target,
 )
 from tasker_resilience._operations.drill.targets import DrillError
 from tasker_resilience._operations.drill.topology import LocalCluster, LocalSentinel
@@ -248,25 +247,16 @@ def run_topology_drill(
     options: DrillOptions, topology: str, progress: Progress | None = None
 ) -> DrillReport:
     """Run the outage story on a local ``topology`` (``cluster`` or ``sentinel``)."""
-    progress = progress or Progress(enabled=False)
     target = _TopologyTarget(topology)
-    try:
-        report = DrillReport(
-            mode=target.mode,
-            target=target.description,
-            settings=_settings_summary(options, target),
-        )
-        progress.event(f"target: {target.description}")
-        with _private_resilience(options, target) as res:
-            drill = _Drill(options, target, res, progress)
-            if isinstance(target.topology, LocalCluster):
-                _run_cluster(drill, report, target.topology)
-            else:
-                _run_sentinel(drill, report, target.topology)
-            for entry in drill.transitions:
-                entry.setdefault("breaker", "cache")
-            report.transitions = sorted(drill.transitions, key=lambda t: t["at_seconds"])
-    finally:
-        target.close()
-        progress.done()
-    return report
+    local = target.topology
+
+    def stage(drill: _Drill, report: DrillReport) -> None:
+        if isinstance(local, LocalCluster):
+            _run_cluster(drill, report, local)
+        else:
+            _run_sentinel(drill, report, local)
+        for entry in drill.transitions:
+            entry.setdefault("breaker", "cache")
+        drill.transitions.sort(key=lambda t: t["at_seconds"])
+
+    return run_on_target(options, target, progress or Progress(enabled=False), stage)
