@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from tasker_resilience._operations.drill.local_server import LocalServer
 from tasker_resilience._operations.drill.peer import Peer
@@ -197,3 +198,35 @@ def test_auto_logs_the_mode_and_a_frozen_channel_is_distrusted_until_back(
         finally:
             res.close()
         assert not listener.running
+
+
+@pytest.mark.parametrize("tracking", ["auto", "on"])
+def test_a_server_that_refuses_tracking_falls_back_or_insists(
+    private_server: LocalServer, caplog: pytest.LogCaptureFixture, tracking: str
+) -> None:
+    # Dragonfly refuses CLIENT TRACKING ... BCAST/REDIRECT (its docs list ON|OFF with
+    # OPTIN/OPTOUT/NOLOOP only, RESP3 only); an ACL that forbids the subcommand makes a
+    # redis-server refuse it the same way, which this test can run here.
+    admin = redis.Redis.from_url(private_server.url)
+    admin.execute_command("ACL", "SETUSER", "default", "-client|tracking")
+    admin.close()
+    with caplog.at_level(logging.INFO, "tasker_resilience.cache"):
+        res = configure_for_tests(_overrides(private_server.url, "near-refused", tracking=tracking))
+        try:
+            near = res.cache.near
+            assert near is not None
+            listener = res.cache._listener
+            assert listener is not None
+            assert _wait(lambda: not listener.running, 5)
+            assert "refused CLIENT TRACKING" in caplog.text
+            res.cache.set("k", "v")
+            if tracking == "auto":
+                assert near.mode == "ttl"
+                assert res.cache.get("k") == "v"
+                assert near.snapshot()["hit"] >= 1
+            else:
+                assert near.mode != "tracking"
+                assert near.fresh("near-refused:k") is None
+                assert 'tracking = "on"' in caplog.text
+        finally:
+            res.close()
