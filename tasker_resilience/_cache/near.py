@@ -116,27 +116,24 @@ class NearTier:
 
     def use_ttl(self) -> None:
         """No server-assisted invalidation: fresh for ``ttl_seconds`` from each fill."""
-        with self._lock:
-            self.mode = TTL
-            self._fresh_for = self._ttl
-            self._trusted = True
-            self.tracking_connected = False
-            self._end_generation()
+        self._trust(TTL, self._ttl, trusted=True, connected=False)
 
     def tracking_up(self) -> None:
         """The invalidation channel is (back) in place: trust entries filled from now on."""
-        with self._lock:
-            self.mode = TRACKING
-            self._fresh_for = math.inf
-            self._trusted = True
-            self.tracking_connected = True
-            self._end_generation()
+        self._trust(TRACKING, math.inf, trusted=True, connected=True)
 
     def tracking_down(self) -> None:
         """The invalidation channel dropped: nothing is fresh until it is back."""
+        self._trust(self.mode, self._fresh_for, trusted=False, connected=False)
+
+    def _trust(self, mode: str, fresh_for: float, *, trusted: bool, connected: bool) -> None:
+        # Every change of trust ends the generation: what was filled before is never
+        # fresh again (see the module docstring).
         with self._lock:
-            self._trusted = False
-            self.tracking_connected = False
+            self.mode = mode
+            self._fresh_for = fresh_for
+            self._trusted = trusted
+            self.tracking_connected = connected
             self._end_generation()
 
     def unavailable(self) -> None:
