@@ -41,7 +41,9 @@ def test_near_drill_shows_origin_load_with_and_without_the_tier() -> None:
     outage_with = with_near["phases"][2]
     outage_without = without["phases"][2]
     # Without the tier every read in the outage reaches the origin; with it, far fewer.
-    assert outage_without["origin_calls"] == outage_without["requests"]
+    # (A call in flight when the phase changes is counted on both sides of the boundary:
+    # at most one per worker.)
+    assert abs(outage_without["origin_calls"] - outage_without["requests"]) <= 4
     # (Cold keys, never read before the outage, still reach it: how many depends on the
     # load the machine allowed before, so the bound is wide.)
     assert outage_with["origin_calls"] < outage_with["requests"] * 0.8
