@@ -268,3 +268,23 @@ def test_a_bad_url_in_settings_is_reported_redacted() -> None:
     line = one_line(result.stderr)
     assert "leaky" not in line
     assert "common.cache.redis.url" in line
+
+
+def test_case14_every_command_exits_quietly_when_its_output_is_closed() -> None:
+    """`tasker-resilience config | head -1`, many times: a closed pipe is no traceback."""
+    for _ in range(10):
+        with subprocess.Popen(
+            [sys.executable, "-m", "tasker_resilience", "config"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "TASKER_ENV": "test"},
+        ) as process:
+            assert process.stdout is not None
+            assert process.stderr is not None
+            process.stdout.readline()
+            process.stdout.close()  # the reader is gone, output still coming
+            stderr = process.stderr.read().decode()
+            process.wait(30)
+        assert "BrokenPipeError" not in stderr
+        assert "Traceback" not in stderr
+        assert process.returncode == 0, stderr

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from tasker_resilience._config.schema import REDIS_URL_SCHEMES
 from tasker_resilience._operations.drill.local_server import LocalServer
 from tasker_resilience._operations.drill.runner import (
     IN_PROCESS,
@@ -354,7 +355,10 @@ def test_an_unreachable_url_exits_4_with_one_redacted_line() -> None:
     assert "hunter2" not in result.stderr + result.stdout
 
 
-def test_a_url_that_is_not_redis_exits_4() -> None:
+def test_case14_a_url_that_is_not_redis_is_a_usage_error_listing_the_schemes() -> None:
     result = _cli("--url", "http://127.0.0.1:1/")
-    assert result.returncode == 4
-    assert "not a usable Redis URL" in result.stderr
+    assert result.returncode == 2  # usage, not "unreachable"
+    assert "not a cache URL" in result.stderr
+    for scheme in REDIS_URL_SCHEMES:
+        assert f"{scheme}://" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

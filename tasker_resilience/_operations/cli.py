@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -379,6 +380,18 @@ def _source_files(files: Sequence[Path], root: Path) -> list[str]:
     return shown
 
 
+def _check_drill_url(parser: argparse.ArgumentParser, url: str) -> None:
+    """``drill --url`` takes a cache URL; anything else is a usage error (exit 2)."""
+    from tasker_resilience._config.schema import REDIS_URL_SCHEMES
+
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in REDIS_URL_SCHEMES:
+        parser.error(
+            f"--url {redact_url(url)!r} is not a cache URL; accepted schemes: "
+            + ", ".join(f"{name}://" for name in REDIS_URL_SCHEMES)
+        )
+
+
 # --- entry point -----------------------------------------------------------------------
 
 
@@ -393,9 +406,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from tasker_resilience._operations.drill.runner import DrillError
 
+    if args.command == "drill" and args.url is not None:
+        _check_drill_url(parser, args.url)
     handlers = {"drill": _drill, "health": _health, "config": _config}
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `tasker-resilience config | head -3`: the reader has what it wanted. Point
+        # stdout at /dev/null so the interpreter's final flush cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except ConfigurationError as exc:
         print(f"{PROG} {args.command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
