@@ -163,6 +163,11 @@ def install_current(resilience: Resilience) -> None:
     with _current_lock:
         previous, _current = _current, resilience
     if previous is not None and previous is not resilience:
+        old_cache, new_cache = previous._cache, resilience._cache
+        if old_cache is not None and new_cache is not None:
+            # Invalidations the old cache could not apply (an outage) must survive a
+            # reconfiguration, or the recovered cache serves what they removed.
+            new_cache.adopt_invalidations(old_cache)
         previous.close()
 
 

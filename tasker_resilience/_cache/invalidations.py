@@ -114,6 +114,14 @@ class PendingInvalidations:
                             self._patterns -= 1
             self.active = self._overflowed or bool(self._steps)
 
+    def steps(self) -> list[Step]:
+        """What is pending, as steps another instance can :meth:`add` (an overflow is
+        its namespace drop)."""
+        with self._lock:
+            if self._overflowed:
+                return [Step(DELETE_PATTERN, self.namespace_pattern)]
+            return list(self._steps)
+
     def covers(self, full_key: str) -> bool:
         """True when ``full_key`` may still hold a value this process invalidated: its
         own delete is pending, or any pattern or namespace drop is (patterns are not

@@ -265,6 +265,12 @@ class CacheProvider:
         )
         return {} if report is None or not self._enabled else report()
 
+    def adopt_invalidations(self, other: CacheProvider) -> None:
+        """Take over what ``other`` (the provider this one replaces) still has to
+        replay; it is replayed here, before this provider serves a read."""
+        for step in other._pending.steps():
+            self._pending.add(*step)
+
     def pending_invalidations(self) -> dict[str, int | bool]:
         """Invalidations waiting for the backend to come back (``pending``, ``overflowed``)."""
         return self._pending.snapshot()

@@ -535,3 +535,21 @@ async def test_case9_a_database_out_of_the_servers_range_is_an_error_log_never_a
     assert await cache.aget("k") is None
     assert cache.circuit_state == "open"  # counted as the outage it is for this process
     await cache.aclose()
+
+
+# --- case 16: configure() again during an outage keeps what must be replayed --------------
+
+
+def test_case16_reconfiguring_during_an_outage_keeps_the_missed_invalidations(
+    redis_server: ServerFactory,
+) -> None:
+    server = redis_server()
+    res = configure_cache(server.url, "redis", "case16", failure_threshold=1)
+    res.cache.set("k", "old")
+    res.breakers.get("cache").force_open()
+    res.cache.delete("k")  # skipped while open: remembered
+    assert res.cache.pending_invalidations()["pending"] == 1
+    again = configure_cache(server.url, "redis", "case16", failure_threshold=1)
+    assert again.cache.pending_invalidations()["pending"] == 1  # carried over
+    assert again.cache.get("k") is None  # replayed before the read, not "old"
+    assert _raw(server).get("case16:k") is None
