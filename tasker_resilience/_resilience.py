@@ -22,6 +22,7 @@ from tasker_resilience._config.schema import (
     parse_settings,
     plugin_modules,
 )
+from tasker_resilience._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tasker_resilience._cache.provider import CacheProvider
@@ -120,8 +121,24 @@ def load_validated(
     backends become known names), and validate. Raises :class:`ConfigurationError`."""
     loaded = load_settings(env, overrides, root=root)
     import_plugins(plugin_modules(loaded.data), setting=PLUGINS_KEY)
-    settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
+    try:
+        settings = parse_settings(loaded.data, env=loaded.env, known_backends=known_backend_names())
+    except ConfigurationError as exc:
+        raise _with_source(exc, loaded.sources) from None
     return loaded, settings
+
+
+def _with_source(exc: ConfigurationError, sources: Mapping[str, str]) -> ConfigurationError:
+    """``exc`` naming the environment variable that set its key, when one did: a
+    variable is easier to find from its own name than from the dotted key."""
+    prefix = exc.key + "."
+    for key, layer in sources.items():
+        if layer == "environment" and (key == exc.key or key.startswith(prefix)):
+            variable = "TASKER_" + key.upper().replace(".", "__")
+            return ConfigurationError(
+                exc.key, exc.value, f"{exc.allowed} (set by the environment variable {variable})"
+            )
+    return exc
 
 
 def configure(

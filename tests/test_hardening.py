@@ -8,11 +8,13 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pybreaker
 import pytest
 
+from tasker_resilience import configure
 from tasker_resilience._breakers.breaker import Breaker, counter_value
 from tasker_resilience._config.redact import redact_url
 from tasker_resilience._config.schema import BreakerConfig, parse_settings
@@ -173,3 +175,99 @@ def test_case13_no_secret_in_settings_repr_or_unknown_key_errors() -> None:
         )
     assert "common.cache.redis.password" in str(caught.value)
     assert "S3cr3tPW" not in str(caught.value)
+
+
+# --- cases 11, 12, 18: configuration typos, types, tokens ---------------------------------
+
+
+def _write(root: Path, text: str) -> str:
+    (root / "settings.toml").write_text(text)
+    return str(root)
+
+
+TYPO_TABLES = {
+    "[common.cahce]\nbackend = 'memory'\n": ("common.cahce", "did you mean 'cache'"),
+    "[common.cache.reddis]\nurl = 'redis://h:1/0'\n": ("common.cache.reddis", "'redis'"),
+    "[common.circuit_breaker.default_config]\nfailure_threshold = 1\n": (
+        "common.circuit_breaker",
+        "'circuit_breakers'",
+    ),
+    "[comon.cache]\nbackend = 'memory'\n": ("comon", "'common'"),
+}
+
+
+@pytest.mark.parametrize("toml", TYPO_TABLES, ids=[v[0] for v in TYPO_TABLES.values()])
+def test_case11_misspelt_tables_fail_configure_with_did_you_mean(toml: str, tmp_path: Path) -> None:
+    key, says = TYPO_TABLES[toml]
+    with pytest.raises(ConfigurationError) as caught:
+        configure(env="test", root=_write(tmp_path, toml))
+    assert caught.value.key == key
+    assert says in str(caught.value)
+
+
+def test_case11_a_misspelt_environment_variable_is_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKER_COMMON__CAHCE__BACKEND", "memory")
+    with pytest.raises(ConfigurationError) as caught:
+        configure(env="test", root=str(tmp_path))
+    assert "did you mean 'cache'" in str(caught.value)
+    assert "TASKER_COMMON__CAHCE__BACKEND" in str(caught.value)
+
+
+def test_case11_the_applications_own_tables_stay_allowed(tmp_path: Path) -> None:
+    root = _write(tmp_path, "[common.database]\nurl = 'postgres://x'\n[myapp]\nx = 1\n")
+    assert configure(env="test", root=root).settings.cache.backend  # no error
+
+
+def test_case18_a_backend_table_given_as_a_string_says_a_table_is_needed(tmp_path: Path) -> None:
+    root = _write(tmp_path, "[common.cache]\nredis = 'redis://:S3cr3t@h:6379/0'\n")
+    with pytest.raises(ConfigurationError) as caught:
+        configure(env="test", root=root)
+    assert caught.value.key == "common.cache.redis"
+    assert "a table, not a single value" in str(caught.value)
+    assert "unknown key" not in str(caught.value)
+    assert "S3cr3t" not in str(caught.value)
+
+
+def _verdict(attempt: Any) -> str:
+    """ "ok", or "rejected" when the error names the key and asks for a number."""
+    try:
+        attempt()
+    except ConfigurationError as exc:
+        named = exc.key == "common.circuit_breakers.default_config.failure_threshold"
+        return "rejected" if named and "a number" in exc.allowed else f"other: {exc}"
+    return "ok"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("5", True), ("5.0", True), ("five", False), ("true", False)]
+)
+def test_case12_the_same_type_rules_in_toml_environment_and_overrides(
+    value: str, ok: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml_root = _write(
+        tmp_path, f'[common.circuit_breakers.default_config]\nfailure_threshold = "{value}"\n'
+    )
+    empty_root = tmp_path / "empty"
+    empty_root.mkdir()
+    table = {"common": {"circuit_breakers": {"default_config": {"failure_threshold": value}}}}
+    results = {
+        "toml": _verdict(lambda: configure(env="test", root=toml_root)),
+        "overrides": _verdict(lambda: configure(env="test", root=str(empty_root), overrides=table)),
+    }
+    monkeypatch.setenv("TASKER_COMMON__CIRCUIT_BREAKERS__DEFAULT_CONFIG__FAILURE_THRESHOLD", value)
+    results["environment"] = _verdict(lambda: configure(env="test", root=str(empty_root)))
+    assert set(results.values()) == {"ok" if ok else "rejected"}, results
+
+
+def test_case12_format_and_jinja_tokens_in_environment_values_are_not_evaluated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKER_COMMON__CACHE__BACKEND", "memory")
+    monkeypatch.setenv("TASKER_COMMON__CACHE__KEY_PREFIX", "@format {env[HOME]}")
+    res = configure(env="test", root=str(tmp_path))
+    assert res.settings.cache.key_prefix == "@format {env[HOME]}"
+    monkeypatch.setenv("TASKER_COMMON__CACHE__KEY_PREFIX", "@jinja {{ env.HOME }}")
+    res = configure(env="test", root=str(tmp_path))
+    assert res.settings.cache.key_prefix == "@jinja {{ env.HOME }}"

@@ -107,6 +107,9 @@ def _read(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
         environments=False,
         merge_enabled=True,
         core_loaders=["TOML"],
+        # No environment loader: TASKER_ variables are read by _environment(), which
+        # never evaluates dynaconf's @format/@jinja tokens (a variable's text is data).
+        loaders=[],
     )
     data: dict[str, Any] = _lower_keys(settings.as_dict())
     for name in _LOADER_VARIABLES:
@@ -116,18 +119,52 @@ def _read(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
     sources: dict[str, str] = {}
     previous: dict[str, Any] = {}
     for entry in get_history(settings):
-        if entry.get("loader") not in ("toml", "env_global"):
+        if entry.get("loader") != "toml":
             continue
-        layer = "environment" if entry["loader"] == "env_global" else str(entry["identifier"])
-        # Entries usually hold the cumulative result, but an env entry may hold only
-        # the variables it read: merge, do not replace.
+        layer = str(entry["identifier"])
+        # Entries usually hold the cumulative result; merge rather than replace.
         current = {**previous, **_flatten(_lower_keys(entry.get("value") or {}))}
         for key, value in current.items():
             if key not in previous or previous[key] != value:
                 sources[key] = layer
         previous = current
+    env_data, env_sources = _environment()
+    data = deep_merge(data, env_data)
+    sources.update(env_sources)
     for name in _LOADER_VARIABLES:
+        data.pop(name, None)
         sources.pop(name, None)
+    return data, sources
+
+
+def _environment() -> tuple[dict[str, Any], dict[str, str]]:
+    """``TASKER_*`` variables as nested settings (``__`` nests), and their sources.
+
+    Values are typed as TOML, the same rules as the settings files: ``5`` is a number,
+    ``true`` a boolean, ``["a", "b"]`` a list, anything else text. A value starting
+    with ``@`` (dynaconf's ``@format``, ``@jinja``, ``@json``... tokens) stays the text
+    it is: an environment variable is never evaluated.
+    """
+    from dynaconf.utils.parse_conf import parse_conf_data
+
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    prefix = ENVVAR_PREFIX + "_"
+    for name, text in sorted(os.environ.items()):
+        if not name.startswith(prefix) or len(name) == len(prefix):
+            continue
+        path = [part.lower() for part in name[len(prefix) :].split("__")]
+        if not all(path):
+            continue  # "TASKER_A____B": no key to set
+        value: Any = text if text.lstrip().startswith("@") else parse_conf_data(text, tomlfy=True)
+        table = data
+        for part in path[:-1]:
+            below = table.get(part)
+            if not isinstance(below, dict):
+                below = table[part] = {}
+            table = below
+        table[path[-1]] = _lower_keys(value)
+        sources[".".join(path)] = "environment"
     return data, sources
 
 

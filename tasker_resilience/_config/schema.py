@@ -183,6 +183,22 @@ def _suggest(word: str, choices: Collection[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+class _Table:
+    """How an error shows a table's value: its keys are not the point (and may be secret)."""
+
+    def __repr__(self) -> str:
+        return "[table]"
+
+
+_A_TABLE = _Table()
+_COMMON_TABLES = ("cache", "circuit_breakers")
+_CACHE_TABLES = ("redis", "memory", "near")
+
+
+def _close(word: str, choices: Collection[str]) -> bool:
+    return bool(difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75))
+
+
 def _table(key: str, value: object) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -516,7 +532,26 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
     # Sub-tables hold backend options (redis, memory, or a user backend's own);
     # scalars must be known keys, so a typo is an error rather than a silent default.
     scalars = {name: value for name, value in table.items() if not isinstance(value, Mapping)}
+    for name, value in scalars.items():
+        if name in _CACHE_TABLES or (name in known_backends and name not in _CACHE_SCALARS):
+            # `redis = "redis://..."`: the right name, but a value where a table goes.
+            raise ConfigurationError(
+                f"{key}.{name}",
+                REDACTED if isinstance(value, str) else value,
+                f"a table, not a single value: [{key}.{name}] with its keys, e.g. "
+                + ('url = "redis://host:6379/0"' if name == "redis" else "one key per line"),
+            )
     _reject_unknown(key, scalars, _CACHE_SCALARS)
+    tables = (*_CACHE_TABLES, *known_backends)
+    for name, value in table.items():
+        if isinstance(value, Mapping) and name not in tables:
+            raise ConfigurationError(
+                f"{key}.{name}",
+                _A_TABLE,
+                f"unknown table{_suggest(str(name), tables)}; tables here: "
+                f"{', '.join(_CACHE_TABLES)} or a registered backend's name "
+                f"({', '.join(sorted(set(known_backends) - set(_CACHE_TABLES)))})",
+            )
     backend = _text(f"{key}.backend", table.get("backend", defaults.backend)).lower()
     if backend not in known_backends:
         raise ConfigurationError(
@@ -573,7 +608,20 @@ def parse_settings(
     Only the ``common`` table is read; other top-level tables belong to the
     application that shares the settings files.
     """
+    for name in raw:
+        if name != "common" and _close(str(name), ("common",)):
+            raise ConfigurationError(str(name), REDACTED, "unknown table (did you mean 'common'?)")
     common = _table("common", raw.get("common"))
+    # Other tables under [common] may belong to the application sharing these files;
+    # one spelt like a library table is a typo that would silently mean "defaults".
+    for name in common:
+        if name not in _COMMON_TABLES and _close(str(name), _COMMON_TABLES):
+            raise ConfigurationError(
+                f"common.{name}",
+                _A_TABLE,
+                f"unknown table{_suggest(str(name), _COMMON_TABLES)}; the library reads "
+                f"{', '.join(f'common.{table}' for table in _COMMON_TABLES)}",
+            )
     return Settings(
         env=env,
         circuit_breakers=_breakers(common.get("circuit_breakers")),
