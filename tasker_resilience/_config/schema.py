@@ -542,6 +542,15 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
                 + ('url = "redis://host:6379/0"' if name == "redis" else "one key per line"),
             )
     _reject_unknown(key, scalars, _CACHE_SCALARS)
+    backend = _text(f"{key}.backend", table.get("backend", defaults.backend)).lower()
+    if backend not in known_backends:
+        raise ConfigurationError(
+            f"{key}.backend",
+            backend,
+            f"a registered cache backend{_suggest(backend, known_backends)}; "
+            f"known: {', '.join(sorted(known_backends))}",
+        )
+    # After the backend: an unknown backend's own table is best explained by that.
     tables = (*_CACHE_TABLES, *known_backends)
     for name, value in table.items():
         if isinstance(value, Mapping) and name not in tables:
@@ -552,14 +561,6 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
                 f"{', '.join(_CACHE_TABLES)} or a registered backend's name "
                 f"({', '.join(sorted(set(known_backends) - set(_CACHE_TABLES)))})",
             )
-    backend = _text(f"{key}.backend", table.get("backend", defaults.backend)).lower()
-    if backend not in known_backends:
-        raise ConfigurationError(
-            f"{key}.backend",
-            backend,
-            f"a registered cache backend{_suggest(backend, known_backends)}; "
-            f"known: {', '.join(sorted(known_backends))}",
-        )
     serializer = _text(f"{key}.serializer", table.get("serializer", defaults.serializer)).lower()
     if serializer not in SERIALIZERS:
         raise ConfigurationError(
