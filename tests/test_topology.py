@@ -350,3 +350,21 @@ def test_a_failed_node_call_is_an_error_for_the_stats_never_for_the_cache_breake
     assert cache.stats()["get"]["error"] == 10
     assert cache.stats()["set"]["error"] == 10
     assert cache.pending_invalidations()["pending"] == 0
+
+
+def test_the_sentinel_primary_pool_is_bounded_blocking_and_deadline_guarded() -> None:
+    import redis
+
+    from tasker_resilience._cache.backends.deadline import DeadlineSentinelConnection
+
+    backend = RedisBackend(
+        RedisConfig(url="redis+sentinel://:pw@127.0.0.1:1/svc/2", max_connections=3)
+    )
+    client: Any = backend.client  # built without connecting
+    pool = client.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert pool.max_connections == 3
+    assert pool.connection_class is DeadlineSentinelConnection
+    assert pool.connection_kwargs["db"] == 2
+    assert pool.service_name == "svc"
+    backend.close()

@@ -22,11 +22,14 @@ import time
 from typing import Any, Final
 
 import redis
+from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
 __all__ = [
     "IO_BUDGET_FACTOR",
     "DeadlineConnection",
     "DeadlineSSLConnection",
+    "DeadlineSentinelConnection",
+    "DeadlineSentinelSSLConnection",
     "DeadlineUnixConnection",
     "call_ended",
     "call_started",
@@ -133,3 +136,12 @@ class DeadlineSSLConnection(_DeadlineMixin, redis.SSLConnection):
 
 class DeadlineUnixConnection(_DeadlineMixin, redis.UnixDomainSocketConnection):
     """``redis.UnixDomainSocketConnection`` (``unix://``) with a total I/O deadline."""
+
+
+class DeadlineSentinelConnection(_DeadlineMixin, SentinelManagedConnection):
+    """A Sentinel-managed primary's connection (``redis+sentinel://``), with a total
+    I/O deadline per call; it asks the sentinels where the primary is on connect."""
+
+
+class DeadlineSentinelSSLConnection(_DeadlineMixin, SentinelManagedSSLConnection):
+    """:class:`DeadlineSentinelConnection` over TLS (``rediss+sentinel://``)."""

@@ -40,6 +40,8 @@ from redis.backoff import NoBackoff
 from tasker_resilience._cache.backends.contract import WriteRejectedError
 from tasker_resilience._cache.backends.deadline import (
     DeadlineConnection,
+    DeadlineSentinelConnection,
+    DeadlineSentinelSSLConnection,
     DeadlineSSLConnection,
     DeadlineUnixConnection,
     call_ended,
@@ -355,7 +357,9 @@ class RedisBackend(RedisCommands):
             "socket_timeout": kwargs["socket_timeout"],
         }
 
-    def _primary_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _primary_kwargs(
+        self, kwargs: dict[str, Any], *, asyncio_client: bool = False
+    ) -> dict[str, Any]:
         """For the primary's pool: the bounded-pool options, database and credentials."""
         target = self.sentinel
         assert target is not None
@@ -364,8 +368,15 @@ class RedisBackend(RedisCommands):
             options["username"] = target.username
         if target.password:
             options["password"] = target.password
-        if target.ssl:
-            options["ssl"] = True
+        # Sentinel's connection class (it asks the sentinels for the primary on
+        # connect) with the per-call I/O deadline of deadline.py. The asyncio twin
+        # needs no deadline (see there) and takes redis-py's own class.
+        if asyncio_client:
+            options["ssl"] = target.ssl
+        else:
+            options["connection_class"] = (
+                DeadlineSentinelSSLConnection if target.ssl else DeadlineSentinelConnection
+            )
         return options
 
     def _build_async(self) -> AsyncClient:
@@ -395,7 +406,7 @@ class RedisBackend(RedisCommands):
                 self.sentinel.service_name,
                 connection_pool_class=BlockingSentinelPool,
                 retry=no_retry,
-                **self._primary_kwargs(kwargs),
+                **self._primary_kwargs(kwargs, asyncio_client=True),
             )
             return primary
         pool = aredis.BlockingConnectionPool.from_url(self.config.url, retry=no_retry, **kwargs)
