@@ -136,6 +136,13 @@ class NearTier:
             self.tracking_connected = connected
             self._end_generation()
 
+    def after_fork(self) -> None:
+        """In a forked child: the parent's channel is not this process's, and a lock
+        another thread held at the fork would never be released here."""
+        self._lock = threading.Lock()
+        self._fills = {}
+        self.tracking_down()
+
     def unavailable(self) -> None:
         """The backend did not answer: invalidations may be missed from now on."""
         if not self._degraded:
@@ -201,7 +208,12 @@ class NearTier:
     def begin(self, key: str) -> _Fill:
         """Start a backend read or write of ``key``; pass the token to :meth:`fill`."""
         token = _Fill(self._generation)
-        self._fills[key] = token
+        fills = self._fills
+        if len(fills) > self.max_entries:
+            # Tokens of calls that never came back (cancelled, or a caller mistake
+            # raised): voiding every fill in flight keeps the dict bounded and is safe.
+            fills.clear()
+        fills[key] = token
         return token
 
     def fill(self, key: str, token: _Fill, raw: bytes | None, ttl: float | None = None) -> None:

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -120,13 +122,30 @@ class InvalidationListener:
         self._connection: Any = None
         self._announced = False
         self.server: str = "unknown"
-        self._thread = threading.Thread(
+        self._thread = self._new_thread()
+        self._started = False
+        # A child forked from this process (gunicorn --preload, multiprocessing "fork")
+        # inherits the tier but not this thread: without a reset it would trust its
+        # entries with no channel feeding it. The hook holds a weak reference only.
+        reference = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork_in_child(reference))
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(
             target=self._run, name="tasker-resilience-near-invalidations", daemon=True
         )
 
     def start(self) -> InvalidationListener:
+        self._started = True
         self._thread.start()
         return self
+
+    def _after_fork(self) -> None:
+        self._connection = None  # the parent's socket: never read or closed from here
+        self._tier.after_fork()
+        if self._started and not self._stop.is_set():
+            self._thread = self._new_thread()
+            self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread and close its connection (bounded by ``timeout``)."""
@@ -263,6 +282,12 @@ class InvalidationListener:
             self._where,
             self._tier.config.ttl_seconds,
         )
+
+
+def _after_fork_in_child(reference: weakref.ref[InvalidationListener]) -> None:
+    listener = reference()
+    if listener is not None:
+        listener._after_fork()
 
 
 def _text(value: Any) -> str:

@@ -9,6 +9,7 @@ one clock for the whole machine on Linux.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -230,3 +231,38 @@ def test_a_server_that_refuses_tracking_falls_back_or_insists(
                 assert 'tracking = "on"' in caplog.text
         finally:
             res.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_distrusts_the_parents_tier_and_opens_its_own_channel(
+    private_server: LocalServer,
+) -> None:
+    res = configure_for_tests(_overrides(private_server.url, "near-fork", tracking="on"))
+    try:
+        near = res.cache.near
+        assert near is not None
+        assert _wait(lambda: near.tracking_connected, 5)
+        res.cache.set("k", "v")
+        # The parent holds a fresh entry (once the echo of its own write has passed).
+        assert _wait(lambda: res.cache.get("k") == "v" and near.fresh("near-fork:k") is not None, 5)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            code = 1
+            try:
+                inherited = not near.tracking_connected and near.fresh("near-fork:k") is None
+                reconnected = _wait(lambda: near.tracking_connected, 5)
+                os.write(write, f"{inherited} {reconnected}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            report = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert report == "True True"
+        assert near.tracking_connected  # the parent's channel is untouched
+    finally:
+        res.close()
