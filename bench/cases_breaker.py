@@ -7,6 +7,7 @@ but owns the call path, so its rejections and its concurrency are compared with
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -27,6 +28,8 @@ __all__ = [
     "THREADS",
     "WORK_SECONDS",
     "ThreadResults",
+    "circuitbreaker_fallback_case",
+    "guarded_fallback_case",
     "guarded_reject_case",
     "measure_threads",
     "pybreaker_reject_case",
@@ -76,6 +79,40 @@ def guarded_reject_case(res: Resilience) -> Case:
     handle.force_open()
     if not handle.is_open:
         raise RuntimeError("the forced-open breaker is not open")
+    return Case(guarded, None)
+
+
+def _fallback(_: object = None) -> None:
+    return None
+
+
+def guarded_fallback_case(res: Resilience) -> Case:
+    """``@breaker_guarded(fallback=<function>)`` on a forced-open breaker: the fallback
+    answers, called with the call's arguments (what ``circuitbreaker`` does)."""
+    guarded = breaker_guarded(REJECT_BREAKER, fallback=_fallback, resilience=res)(_never_called)
+    handle = guarded.breaker  # type: ignore[attr-defined]  # set by the decorator
+    handle.force_open()
+    if guarded(None) is not None or not handle.is_open:
+        raise RuntimeError("the guarded call was not answered by its fallback")
+    return Case(guarded, None)
+
+
+def circuitbreaker_fallback_case() -> Case:
+    """The ``circuitbreaker`` package's decorator, open, answering with its
+    ``fallback_function``."""
+    from circuitbreaker import STATE_OPEN, CircuitBreaker
+
+    cb = CircuitBreaker(
+        failure_threshold=1,
+        recovery_timeout=3600,
+        fallback_function=_fallback,
+        name="bench-circuitbreaker",
+    )
+    guarded = cb(_never_called)
+    with contextlib.suppress(AssertionError):
+        guarded(None)  # the one failure that opens it
+    if cb.state != STATE_OPEN or guarded(None) is not None:
+        raise RuntimeError("circuitbreaker did not open and answer with its fallback")
     return Case(guarded, None)
 
 
