@@ -95,9 +95,9 @@ def test_key_format(res: Resilience) -> None:
 
     key = render.cache_key("home")
     qualname = render.__qualname__
-    assert re.fullmatch(
-        rf"tasker-test:templates:{__name__}\.{re.escape(qualname)}:7:[0-9a-f]{{32}}", key
-    )
+    base = rf"tasker-test:templates:{__name__}\.{re.escape(qualname)}:7:"
+    assert re.fullmatch(base + r"x[0-9a-f]+", key)  # a short encoding, spelled out
+    assert re.fullmatch(base + r"[0-9a-f]{32}", render.cache_key("x" * 40))  # hashed
     render("home")
     assert res.cache.backend.get(key) is not None  # stored exactly there
 
@@ -338,7 +338,8 @@ def test_custom_key_function(res: Resilience) -> None:
     def pair(a: int, b: int) -> int:
         return a + b
 
-    assert re.search(r":[0-9a-f]{32}$", pair.cache_key(1, 2))  # non-string keys are digested
+    # Non-string keys are digested (short encodings spelled out in hex).
+    assert re.search(r":(x[0-9a-f]+|[0-9a-f]{32})$", pair.cache_key(1, 2))
     assert pair.cache_key(1, 2) != pair.cache_key(2, 1)
 
 
@@ -804,3 +805,49 @@ async def test_a_failed_async_read_is_not_followed_by_a_store(flaky: CountingBac
     assert await f(3) == 3
     assert flaky.ops() == ["get", "get", "set", "get"]
     assert CALLS["f"] == 2
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"id": 1, "roles": ["a"], "meta": {"tags": ["x", {"deep": [1]}]}},
+        [[1, 2], [3, [4, 5]], {"a": None}],
+        [{"n": i, "items": [i]} for i in range(20)],  # more containers than a plan copies
+        {"s": "text", "f": -0.0, "big": 2**80},
+    ],
+)
+def test_every_hit_is_a_deep_copy_equal_to_the_result(res: Resilience, result: Any) -> None:
+    import copy
+
+    @tr.cached()
+    def f() -> Any:
+        return copy.deepcopy(result)
+
+    assert f() == result
+    first, second = f(), f()
+    assert first == second == result
+
+    def containers(value: Any) -> list[int]:
+        if isinstance(value, dict):
+            return [id(value), *(i for v in value.values() for i in containers(v))]
+        if isinstance(value, list):
+            return [id(value), *(i for v in value for i in containers(v))]
+        return []
+
+    assert not set(containers(first)) & set(containers(second))  # nothing mutable shared
+    first.clear() if isinstance(first, (dict, list)) else None
+    assert f() == result
+
+
+def test_remembered_single_arguments_keep_equal_values_apart(res: Resilience) -> None:
+    @tr.cached()
+    def f(x: Any) -> Any:
+        return counted("f", repr(x))
+
+    values: list[Any] = [1, True, 1.0, 0.0, -0.0, float("nan"), (1, 2), (True, 2), (1.0, 2)]
+    values += [(1, "a"), (1, b"a"), ("x" * 1000,), ((1,), 2), (None,), ()]
+    for _ in range(2):  # the second round reads remembered keys
+        for value in values:
+            assert f(value) == repr(value)
+    assert CALLS["f"] == len(values)  # each computed once (nan: the same bits, one key)
+    assert len({f.cache_key(value) for value in values}) == len(values)

@@ -1,9 +1,10 @@
 """Cache keys for ``@cached`` and glob escaping for key patterns.
 
 A ``@cached`` key is ``namespace:module.qualname:version:digest``; the provider puts
-``key_prefix:`` in front. The digest is BLAKE2b (128 bits) over a canonical,
-type-tagged encoding (:func:`encode`) of the call's arguments *bound to the
-signature*, so:
+``key_prefix:`` in front. The digest is BLAKE2b (128 bits, 32 hex digits) over a
+canonical, type-tagged encoding (:func:`encode`) of the call's arguments *bound to
+the signature*, or, for an encoding of at most ``RAW_MAX_BYTES`` bytes, the encoding
+itself in hex after an ``x``, so:
 
 - ``f(1, 2)``, ``f(1, b=2)`` and ``f(a=1, b=2)`` share a key, and so does ``f(1)``
   when ``b`` defaults to 2 (defaults are applied);
@@ -167,6 +168,10 @@ _MEMO_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, bytes, type(Non
 exact types, equal values have equal encodings (unlike float: ``0.0 == -0.0``), and
 their hashes never raise or run user code."""
 _TEXTS: Final = (str, bytes)
+_MEMO_ITEMS: Final[frozenset[type]] = frozenset({str, int, bytes, type(None)})
+"""Tuple items a remembered key allows: no two of these types have equal values."""
+_MEMO_MAX_ITEMS: Final = 16
+"""Longer tuple arguments are encoded instead (building the slot would cost as much)."""
 
 
 def encode(values: tuple[Any, ...]) -> bytes:
@@ -178,8 +183,16 @@ def encode(values: tuple[Any, ...]) -> bytes:
     give equal bytes in every process and different ones never do. Anything else goes
     through :func:`canonical` first (see :func:`_normal`).
     """
-    if not (_SCALARS.issuperset(map(type, values)) or all(map(_is_plain, values))):
-        values = tuple(map(_normal, values))
+    if not _SCALARS.issuperset(map(type, values)):
+        for value in values:
+            cls = type(value)
+            if cls in _SCALARS or (
+                cls in _SEQUENCES
+                and (_SCALARS.issuperset(map(type, value)) or all(map(_is_plain, value)))
+            ):
+                continue
+            values = tuple(map(_normal, values))
+            break
     return _dumps(values, 2)
 
 
@@ -294,17 +307,34 @@ class KeyBuilder:
         if not kwargs and len(args) == self._arity:
             # The common shape, a call with every argument in place.
             if self._arity == 1 and self._typed:
+                # Within one of these exact types equal values encode alike, and the
+                # type in the slot keeps 1, True and b"1" apart: no encoding needed.
                 arg = args[0]
                 cls = type(arg)
+                slot: Any = None
                 if cls in _MEMO_TYPES:
-                    # Within one of these exact types equal values encode alike, and
-                    # (type, value) keeps 1, True and b"1" apart: no encoding needed.
-                    slot: Any = (cls, arg)
+                    if cls not in _TEXTS or len(arg) <= _MEMO_MAX_BYTES:
+                        slot = (cls, arg)
+                elif cls is float:
+                    if arg:  # 0.0 == -0.0 but they encode apart (nan never equals itself)
+                        slot = (cls, arg)
+                elif (
+                    cls is tuple
+                    and len(arg) <= _MEMO_MAX_ITEMS
+                    and _MEMO_ITEMS.issuperset(map(type, arg))
+                ):
+                    # Among int, str, bytes and None only equal values of one type are
+                    # equal (bool, whose True == 1, is left out): the tuple is the slot.
+                    slot = (cls, arg)
+                    for item in arg:  # a plain loop: no generator frame
+                        if type(item) in _TEXTS and len(item) > _MEMO_MAX_BYTES:
+                            slot = None
+                            break
+                if slot is not None:
                     key = memo.get(slot)
                     if key is None:
                         key = self.base + _digest(encode(args))
-                        if cls not in _TEXTS or len(arg) <= _MEMO_MAX_BYTES:
-                            self._remember(memo, slot, key)
+                        self._remember(memo, slot, key)
                     return key
             values = args
         else:
@@ -333,5 +363,13 @@ class KeyBuilder:
         return self.base + _digest(encode((made,)))
 
 
+RAW_MAX_BYTES: Final = 24
+"""Encodings up to this long are spelled out (``x`` + hex) instead of hashed: cheaper
+than BLAKE2b, and injective, so never a collision. The ``x`` keeps them apart from
+the 32-hex-digit digests of longer encodings."""
+
+
 def _digest(data: bytes) -> str:
+    if len(data) <= RAW_MAX_BYTES:
+        return "x" + data.hex()
     return hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -6,13 +6,15 @@ overwrites), never an exception and never a breaker failure.
 
 The copy policy of the in-process ``memory`` backend (JSON values):
 
-- **default, a copy per hit**: after the first hit of an entry the decoded value is
-  kept next to it as a ``marshal`` image, and every hit rebuilds a fresh object from
-  it (about half the cost of ``json`` decoding). Callers get their own copy, equal to
-  what the JSON decoder returns, so a caller mutating a result never changes what the
-  next hit sees, as with redis. The copy costs what the value's object count costs
-  (a 6 KB list of 50 records: ~10-20 us); a value nothing can mutate (a str, a number,
-  bytes, None) is not copied: every hit shares the one decoded object;
+- **default, a copy per hit**: callers get their own copy, equal to what the JSON
+  decoder returns, so a caller mutating a result never changes what the next hit
+  sees, as with redis. The first hit of an entry decodes it and attaches the fastest
+  way to copy it: a value nothing can mutate (a str, a number, bytes, None) is shared,
+  not copied; a small value (at most ``PLAN_CONTAINERS`` dicts and lists) is kept
+  decoded with a copier built for its exact shape, which copies its dicts and lists
+  and shares their immutable contents; a larger one is kept as a ``marshal`` image
+  that every hit rebuilds (about half the cost of ``json`` decoding). The copy costs
+  what the value's object count costs: a 6 KB list of 50 records, ~10-20 us;
 - **shared** (``@cached(shared=True)``): every hit hands out the one decoded object,
   as cachetools and dogpile.cache do. For callers that never mutate results; a
   mutation is then seen by every later hit of that entry in this process.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+from collections.abc import Callable
 from typing import Any, Final
 
 from tasker_resilience._cache.backends.memory_backend import UNSET, MemoryEntry
@@ -96,37 +99,57 @@ class ReadDecoder:
         if entry is None:
             next(self._miss_count)
             return miss
-        image = entry.copy
-        if image is not None and type(serializer) is JsonSerializer:
-            if not image:  # IMMUTABLE: the decoded object serves every reader
-                value = entry.shared
-                if not enveloped and type(value) is list:
-                    value = list(value)  # a plain get of an envelope: the list is mutable
-            elif shared:
-                value = entry.shared
-                if value is UNSET:
-                    entry.shared = value = marshal.loads(image)
+        if type(serializer) is JsonSerializer:
+            if enveloped:
+                element_copier = entry.element_copier
+                if element_copier is not None:
+                    # A @cached hit: only the result inside the envelope is copied.
+                    value = entry.shared[0]
+                    next(self._hit_count)
+                    return value if shared else element_copier(value)
+            copier = entry.copier
+            if copier is not None:
+                value = entry.shared if shared else copier(entry.shared)
+            elif (image := entry.copy) is not None:
+                if shared:
+                    value = entry.shared
+                    if value is UNSET:
+                        entry.shared = value = marshal.loads(image)
+                else:
+                    value = marshal.loads(image)
             else:
-                value = marshal.loads(image)
+                return self._first(entry, serializer, enveloped, miss, shared)
             if enveloped:
                 if type(value) is not list or len(value) != 1:
                     return self.hit(value, enveloped, miss)  # counted and logged there
                 value = value[0]
             next(self._hit_count)
             return value
+        return self._first(entry, serializer, enveloped, miss, shared)
+
+    def _first(
+        self, entry: MemoryEntry, serializer: Serializer, enveloped: bool, miss: Any, shared: bool
+    ) -> Any:
+        """Decode an entry (its first read, or a serializer with no faster form)."""
         try:
             value = serializer.loads(entry.value)
-        except Exception as exc:  # as in finish
+        except SerializationError as exc:
             return self.unreadable(exc, miss)
         if type(serializer) is JsonSerializer:
-            # Decoded JSON holds only dict, list, str, int, float, bool, None and bytes,
-            # which marshal rebuilds exactly (order, -0.0, nan, big ints, lone
-            # surrogates), as new objects on every load. Any JsonSerializer decodes
-            # alike, so the image serves them all; never other serializers.
-            if _immutable(value):
+            # Decoded JSON holds only dict, list, str, int, float, bool, None and bytes.
+            # Any JsonSerializer decodes alike, so what is attached here serves them
+            # all; never other serializers.
+            copier = copier_of(value)
+            if copier is not None:
+                # Published after the value they copy: a reader checks copiers first.
                 entry.shared = value
-                entry.copy = IMMUTABLE
+                if type(value) is list and len(value) == 1:  # a @cached envelope
+                    entry.element_copier = copier_of(value[0])
+                entry.copier = copier
+                value = value if shared else copier(value)
             else:
+                # marshal rebuilds decoded JSON exactly (order, -0.0, nan, big ints,
+                # lone surrogates), as new objects on every load.
                 with contextlib.suppress(ValueError):  # deeper than marshal nests: no image
                     entry.copy = marshal.dumps(value)
                 if shared:
@@ -134,14 +157,51 @@ class ReadDecoder:
         return self.hit(value, enveloped, miss)
 
 
-IMMUTABLE: Final = b""
-"""``MemoryEntry.copy`` of a value nothing can mutate (no marshal image is empty)."""
-_SCALARS: Final[frozenset[type]] = frozenset({str, int, float, bool, type(None), bytes})
+_LEAVES: Final[frozenset[type]] = frozenset({str, int, float, bool, type(None), bytes})
+"""What decoded JSON holds that nothing can mutate: shared, never copied."""
+PLAN_CONTAINERS: Final = 8
+"""Values with at most this many dicts and lists are copied by a per-entry plan; larger
+ones by marshal, whose C loop wins once there is much to rebuild."""
 
 
-def _immutable(value: Any) -> bool:
-    """A scalar, or a ``@cached`` envelope of one (whose list ``entry`` copies)."""
+class _TooLarge(Exception):
+    pass
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def copier_of(value: Any) -> Callable[[Any], Any] | None:
+    """A function that copies ``value``'s dicts and lists, sharing its immutable leaves
+    (``_same`` for a leaf itself), or None when it has more than ``PLAN_CONTAINERS``
+    containers. Built once per entry for the exact shape of its value."""
+    if type(value) in _LEAVES:
+        return _same
+    try:
+        return _plan(value, [PLAN_CONTAINERS])
+    except _TooLarge:
+        return None
+
+
+def _plan(value: Any, budget: list[int]) -> Callable[[Any], Any] | None:
+    """The copier of a container (None for a leaf: nothing to copy)."""
     cls = type(value)
-    if cls is list:
-        return len(value) == 1 and type(value[0]) in _SCALARS
-    return cls in _SCALARS
+    if cls in _LEAVES:
+        return None
+    budget[0] -= 1
+    if budget[0] < 0 or (cls is not dict and cls is not list):
+        raise _TooLarge
+    slots = value.items() if cls is dict else enumerate(value)
+    nested = tuple((slot, inner) for slot, item in slots if (inner := _plan(item, budget)))
+    shallow: Callable[[Any], Any] = dict.copy if cls is dict else list.copy
+    if not nested:
+        return shallow
+
+    def copy(original: Any) -> Any:
+        fresh = shallow(original)
+        for slot, inner in nested:
+            fresh[slot] = inner(fresh[slot])
+        return fresh
+
+    return copy

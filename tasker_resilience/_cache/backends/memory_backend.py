@@ -4,11 +4,11 @@ Neither does I/O nor can it be "down", so the provider puts no breaker in front 
 them (``distributed = False``), and their async twins (``InProcessAsyncMixin``) simply
 call the sync methods.
 
-``memory`` is a cachetools ``LRUCache`` (the capacity bound and least-recently-used
-eviction) of :class:`MemoryEntry`, each carrying its own expiry, plus a heap of expiry
-times, behind one lock: a hit is one ``LRUCache`` lookup and one clock read. (It used
-to be cachetools' ``TLRUCache``, whose ``get`` alone cost more than the rest of a
-``@cached`` hit; keeping the per-entry TTL ourselves keeps the hit cheap.)
+``memory`` is an ``OrderedDict`` in least-recently-used order (the capacity bound
+and LRU eviction) of :class:`MemoryEntry`, each carrying its own expiry, plus a heap
+of expiry times, behind one lock: a hit is one lookup, one ``move_to_end`` and one
+clock read, all in C. (cachetools' ``TLRUCache``, then its ``LRUCache``, did the same
+in four Python-level calls per hit: the largest part of a ``@cached`` hit.)
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
-
-from cachetools import Cache, LRUCache
 
 from tasker_resilience._cache.backends.contract import InProcessAsyncMixin
 
@@ -39,16 +38,20 @@ UNSET: Final[Any] = object()
 
 class MemoryEntry:
     """One stored value. ``value`` and ``expires`` never change (a set makes a new
-    entry); ``copy`` and ``shared`` are free for the provider to attach a
-    faster-to-rebuild form of the decoded value and the decoded value itself (see
-    ``tasker_resilience._cache.reads``), valid for exactly this ``value``."""
+    entry); ``copy``, ``copier``, ``element_copier`` and ``shared`` are free for the
+    provider to attach a faster-to-rebuild form of the decoded value, functions
+    copying it (and its one element, for a ``@cached`` envelope), and the decoded
+    value itself (see ``tasker_resilience._cache.reads``), valid for exactly this
+    ``value``."""
 
-    __slots__ = ("copy", "expires", "shared", "value")
+    __slots__ = ("copier", "copy", "element_copier", "expires", "shared", "value")
 
     def __init__(self, value: bytes, expires: float) -> None:
         self.value: Final = value
         self.expires: Final = expires  # monotonic time; inf = never
         self.copy: bytes | None = None
+        self.copier: Callable[[Any], Any] | None = None
+        self.element_copier: Callable[[Any], Any] | None = None
         self.shared: Any = UNSET
 
 
@@ -119,7 +122,8 @@ class MemoryBackend(InProcessAsyncMixin):
         self.name = name
         self.max_capacity: Final = max_capacity
         self._timer = timer
-        self._data: LRUCache[str, MemoryEntry] = LRUCache(maxsize=max_capacity)
+        # Least recently used first.
+        self._data: OrderedDict[str, MemoryEntry] = OrderedDict()
         # (expires, key) of every entry with a TTL, soonest first. Overwritten and
         # deleted entries leave stale items behind: _purge checks the live entry, and
         # _compact rebuilds the heap when stale items outnumber live ones.
@@ -139,16 +143,15 @@ class MemoryBackend(InProcessAsyncMixin):
         expiries, data = self._expiries, self._data
         while expiries and expiries[0][0] <= now:
             _, key = heapq.heappop(expiries)
-            # Cache.__getitem__ reads without LRUCache's "recently used" update: a
-            # purge must not reorder what it keeps.
-            entry = Cache.__getitem__(data, key) if key in data else None
+            # A plain lookup: a purge must not reorder what it keeps.
+            entry = data.get(key)
             # A stale item (the key was overwritten or deleted) must not drop a live entry.
             if entry is not None and entry.expires <= now:
                 del data[key]
 
     def _compact(self) -> None:
         data = self._data
-        entries = ((key, Cache.__getitem__(data, key)) for key in data)  # no reordering
+        entries = data.items()  # no reordering
         self._expiries = [
             (entry.expires, key) for key, entry in entries if entry.expires != math.inf
         ]
@@ -160,14 +163,14 @@ class MemoryBackend(InProcessAsyncMixin):
         """The live entry under ``key`` (marked most recently used), or None."""
         data = self._data
         with self._lock:
-            try:
-                entry = data[key]  # marks it most recently used
-            except KeyError:
+            entry = data.get(key)
+            if entry is None:
                 return None
             expires = entry.expires
             if expires != _NEVER and expires <= self._timer():
                 del data[key]
                 return None
+            data.move_to_end(key)  # most recently used
         return entry
 
     def get(self, key: str) -> bytes | None:
@@ -180,10 +183,13 @@ class MemoryBackend(InProcessAsyncMixin):
         data = self._data
         with self._lock:
             if len(data) >= self.max_capacity and key not in data:
-                # Full: expired entries go first; LRUCache then evicts the least
-                # recently used live entry if there is still no room.
+                # Full: expired entries go first, then the least recently used live
+                # entry if there is still no room.
                 self._purge(now)
+                if len(data) >= self.max_capacity:
+                    data.popitem(last=False)
             data[key] = entry
+            data.move_to_end(key)
             if entry.expires != math.inf:
                 heapq.heappush(self._expiries, (entry.expires, key))
                 if len(self._expiries) > 2 * len(data) + 64:
