@@ -22,7 +22,16 @@ class BreakerRegistry:
 
     ``component_configs.<name>`` configures a breaker; any other name gets
     ``default_config``. ``storage_factory`` (opt-in) lets breakers share state across
-    processes, e.g. ``lambda name: pybreaker.CircuitRedisStorage(...)``.
+    processes, on a Redis that is NOT the dependency they guard, with short timeouts::
+
+        state = redis.Redis(host="breaker-state", socket_timeout=0.25,
+                            socket_connect_timeout=0.25)
+        storage_factory = lambda name: pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, state, namespace=name)
+
+    State kept on the guarded server would hang with it (every call reads the state
+    first) and the breaker would never open; ``configure()`` refuses it for the
+    ``cache`` breaker (:class:`ConfigurationError`).
     """
 
     def __init__(

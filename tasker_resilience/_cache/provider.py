@@ -59,6 +59,7 @@ from tasker_resilience._cache.outcomes import (
 from tasker_resilience._cache.reads import ReadDecoder
 from tasker_resilience._cache.replay import InvalidationReplay
 from tasker_resilience._cache.serializers import Serializer, get_serializer
+from tasker_resilience._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tasker_resilience._breakers.registry import BreakerRegistry
@@ -152,6 +153,8 @@ class CacheProvider:
             return cls(NoopBackend(name=config.backend), enabled=False, **common)
         backend = (factory or backend_factory(config.backend))(config)
         breaker = breakers.get(CACHE_BREAKER) if backend.distributed else None
+        if breaker is not None:
+            _check_shared_state(breaker, backend)
         near = None
         if config.near.enabled and backend.distributed:
             near = NearTier(config.near, **({} if clock is None else {"clock": clock}))
@@ -789,3 +792,21 @@ def start_near_coherence(
         where=where,
         heartbeat_seconds=max(0.5, redis_config.socket_timeout_seconds * 2),
     ).start()
+
+
+def _check_shared_state(breaker: Breaker, backend: CacheBackend) -> None:
+    """Refuse breaker state shared through the server the breaker guards.
+
+    pybreaker's Redis storage is read and written on every call: kept on the cache
+    server, a hung cache hangs the breaker too (its client has no timeouts: ~12 s a
+    call) and the breaker never opens. Shared state must live elsewhere.
+    """
+    client = getattr(breaker._storage, "_redis", None)
+    same_server = getattr(backend, "same_server", None)
+    if client is not None and same_server is not None and same_server(client):
+        raise ConfigurationError(
+            "storage_factory",
+            f"pybreaker Redis storage on {getattr(backend, 'redacted_url', 'the cache')}",
+            "shared breaker state on a server other than the cache it guards: on the same "
+            "server, a hung cache hangs the breaker meant to protect from it",
+        )

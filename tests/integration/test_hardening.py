@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pybreaker
 import pytest
 import redis
 
-from tasker_resilience import cached
+from tasker_resilience import ConfigurationError, cached, configure
 from tasker_resilience._operations.drill.local_server import LocalServer, find_server_binary
 
 from ._support import TransitionRecorder, configure_cache, timed
@@ -553,3 +554,30 @@ def test_case16_reconfiguring_during_an_outage_keeps_the_missed_invalidations(
     assert again.cache.pending_invalidations()["pending"] == 1  # carried over
     assert again.cache.get("k") is None  # replayed before the read, not "old"
     assert _raw(server).get("case16:k") is None
+
+
+# --- case 17: shared breaker state never on the guarded server ---------------------------
+
+
+def test_case17_breaker_state_on_the_guarded_cache_server_is_refused(
+    redis_server: ServerFactory,
+) -> None:
+    cache_server, state_server = redis_server(), redis_server()
+
+    def storage_on(server: LocalServer) -> Any:
+        client = redis.Redis(
+            host="127.0.0.1", port=server.port, socket_timeout=0.25, socket_connect_timeout=0.25
+        )
+        return lambda name: pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, client, namespace=name
+        )
+
+    overrides = {
+        "common": {"cache": {"backend": "redis", "redis": {"url": cache_server.url}}},
+    }
+    with pytest.raises(ConfigurationError, match="other than the cache it guards"):
+        configure(env="test", overrides=overrides, storage_factory=storage_on(cache_server))
+    res = configure(env="test", overrides=overrides, storage_factory=storage_on(state_server))
+    res.cache.set("k", 1)
+    assert res.cache.get("k") == 1
+    res.close()

@@ -625,6 +625,24 @@ class RedisBackend(RedisCommands):
         if client is not None:
             await client.aclose()
 
+    def same_server(self, client: Any) -> bool:
+        """True when the redis-py ``client`` talks to this backend's server (same
+        host and port, or the same unix socket)."""
+        pool = getattr(client, "connection_pool", None)
+        theirs = getattr(pool, "connection_kwargs", None)
+        if not isinstance(theirs, dict):
+            return False
+        try:
+            ours = urlsplit(self.cluster_url or self.config.url)
+        except ValueError:
+            return False
+        if ours.scheme == "unix":
+            return bool(theirs.get("path")) and theirs.get("path") == ours.path
+        hosts = {"localhost", "127.0.0.1", "::1"}
+        mine, other = (ours.hostname or "").lower(), str(theirs.get("host", "")).lower()
+        same_host = mine == other or (mine in hosts and other in hosts)
+        return same_host and int(theirs.get("port", 6379)) == (ours.port or 6379)
+
     def is_backend_failure(self, exc: BaseException) -> bool:
         return is_redis_failure(exc)
 
