@@ -416,17 +416,15 @@ def test_sentinel_failover_costs_misses_only_and_resumes_on_the_new_primary(
 def test_a_whole_cluster_freeze_opens_the_cache_breaker_and_recovers(
     cluster: LocalCluster,
 ) -> None:
-    prefix = _prefix()
-    # Open for 2 s: redis-py re-reads the slot table from every (frozen) master after
-    # each failure, so one failing call costs about 4 socket timeouts here.
-    res = _configure(cluster.url, prefix, timeout_seconds=2.0)
-    cache = res.cache
-    keys = [key for keys in _keys_per_master(cluster, prefix, 2) for key in keys]
+    # One failure opens a master's breaker: redis-py re-reads the slot table from every
+    # (frozen) master after each failure, so a failing call costs about 4 socket
+    # timeouts here. Open for 1.5 s: time to check the answers while open.
+    res, cache, _, keys = _cluster_cache(cluster, 2, failure_threshold=1, timeout_seconds=1.5)
     for key in keys:
         cache.set(key, key)
     for master in cluster.masters:
         master.freeze()
-    # Each master's breaker opens after 3 failures; with all three open the cache
+    # Each master's breaker opens on its failure; with all three open the cache
     # breaker opens too, and every call is answered at once.
     round_robin = itertools.cycle(keys)
     assert wait_until(

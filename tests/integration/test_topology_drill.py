@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = DrillOptions(
-    warmup=0.3,
-    outage=1.0,
-    cooldown=0.3,
+    warmup=0.2,
+    outage=0.6,
+    cooldown=0.2,
     socket_timeout=0.1,
     connect_timeout=0.1,
     failure_threshold=3,
