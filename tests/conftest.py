@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import tasker_resilience as tr
 from tasker_resilience import testing
+from tasker_resilience._cache.backends.contract import unregister_backend
+from tests.backend_suite import CountingBackend
 from tests.servers import private_server  # noqa: F401  # fixture: a LocalServer the test owns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +34,13 @@ def _fresh_resilience() -> Iterator[None]:
 def clock() -> testing.ManualClock:
     """A monotonic clock that moves only when the test says so."""
     return testing.ManualClock()
+
+
+@pytest.fixture
+def backend() -> Iterator[CountingBackend]:
+    """``backend = "counting"``: a distributed-looking in-memory backend that records
+    every call and can be switched to fail like an unreachable server."""
+    instance = CountingBackend()
+    tr.register_backend("counting", lambda config: instance)
+    yield instance
+    unregister_backend("counting")

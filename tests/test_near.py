@@ -8,7 +8,6 @@ real redis-server is in ``tests/integration/test_near_real.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tasker_resilience as tr
 from tasker_resilience import CacheProvider, ConfigurationError, Resilience
-from tasker_resilience._cache.backends.contract import unregister_backend
 from tasker_resilience._cache.near import PENDING, TRACKING, TTL, NearTier
 from tasker_resilience._config.schema import NearConfig
 from tasker_resilience._operations.metrics import private_registry
@@ -24,35 +22,15 @@ from tasker_resilience.testing import ManualClock, configure_for_tests
 
 from .backend_suite import CountingBackend, Outage
 
-OPEN_TIMEOUT = 10.0
-
-
-@pytest.fixture
-def backend() -> Iterator[CountingBackend]:
-    instance = CountingBackend()
-    tr.register_backend("counting", lambda config: instance)
-    yield instance
-    unregister_backend("counting")
+# The counting backend (the ``backend`` fixture in tests/conftest.py) and the provider
+# tests' settings (3 failures open the circuit for OPEN_TIMEOUT seconds, 2 probes close
+# it), with the near tier on.
+from .test_provider import OPEN_TIMEOUT
+from .test_provider import _configure as _configure_provider
 
 
 def _configure(clock: ManualClock, **near: Any) -> Resilience:
-    return configure_for_tests(
-        {
-            "common": {
-                "cache": {"backend": "counting", "near": {"enabled": True, **near}},
-                "circuit_breakers": {
-                    "component_configs": {
-                        "cache": {
-                            "failure_threshold": 3,
-                            "timeout_seconds": OPEN_TIMEOUT,
-                            "success_threshold": 1,
-                        }
-                    }
-                },
-            }
-        },
-        clock=clock,
-    )
+    return _configure_provider(clock, near={"enabled": True, **near})
 
 
 @pytest.fixture
@@ -76,7 +54,8 @@ def _trip(cache: CacheProvider, backend: CountingBackend) -> None:
 def _recover(cache: CacheProvider, backend: CountingBackend, clock: ManualClock) -> None:
     backend.failing = None
     clock.advance(OPEN_TIMEOUT + 1)
-    assert cache.health_check()
+    for _ in range(2):  # success_threshold probes
+        assert cache.health_check()
     assert cache.circuit_state == "closed"
 
 
@@ -504,3 +483,23 @@ def test_topologies_without_one_channel_fall_back_to_ttl(
         assert start_near_coherence(tier, Topology(), config, "") is None  # type: ignore[arg-type]
     assert tier.mode == TTL
     assert "not available for" in caplog.text
+
+
+async def test_an_async_cached_function_is_served_stale_while_open(
+    cache: CacheProvider, backend: CountingBackend, clock: ManualClock
+) -> None:
+    calls: list[int] = []
+
+    @tr.cached(ttl=3600, namespace="near-async")
+    async def origin(x: int) -> dict[str, int]:
+        calls.append(x)
+        return {"x": x}
+
+    assert await origin(1) == {"x": 1}
+    clock.advance(30)
+    _trip(cache, backend)
+    first = await origin(1)
+    first["x"] = 99  # a caller mutating its result changes nothing for the next one
+    assert await origin(1) == {"x": 1}
+    assert calls == [1]
+    assert cache.stats()["near"]["stale_served"] == 2

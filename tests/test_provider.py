@@ -6,15 +6,12 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import tasker_resilience as tr
 from tasker_resilience import CacheConfig, CacheProvider, RedisConfig, Resilience
 from tasker_resilience._breakers.registry import BreakerRegistry
-from tasker_resilience._cache.backends.contract import unregister_backend
 from tasker_resilience._cache.backends.redis_backend import RedisBackend
 from tasker_resilience._cache.serializers import SerializationError
 from tasker_resilience._config.schema import BreakersConfig
@@ -23,14 +20,6 @@ from tasker_resilience.testing import ManualClock, configure_for_tests
 from .backend_suite import CountingBackend, Outage, PrivateRedis, SilentServer, closed_port
 
 OPEN_TIMEOUT = 10.0
-
-
-@pytest.fixture
-def backend() -> Iterator[CountingBackend]:
-    instance = CountingBackend()
-    tr.register_backend("counting", lambda config: instance)
-    yield instance
-    unregister_backend("counting")
 
 
 def _configure(clock: ManualClock, **cache: Any) -> Resilience:
