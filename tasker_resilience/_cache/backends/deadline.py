@@ -16,10 +16,12 @@ The asyncio clients need none of this: redis-py bounds each whole asyncio reply 
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, ParamSpec, TypeVar
 
 import redis
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
@@ -31,6 +33,7 @@ __all__ = [
     "DeadlineSentinelConnection",
     "DeadlineSentinelSSLConnection",
     "DeadlineUnixConnection",
+    "bounded",
     "call_ended",
     "call_started",
 ]
@@ -61,6 +64,25 @@ def call_started() -> None:
 def call_ended() -> None:
     """The backend call on this thread is over."""
     _CALL.deadline = None
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def bounded(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` as one backend call: its socket I/O shares one deadline. (The
+    ``get`` hot path inlines the same two lines instead of paying for a wrapper.)"""
+
+    @functools.wraps(func)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        _CALL.deadline = 0.0
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _CALL.deadline = None
+
+    return call
 
 
 class _DeadlineSocket:

@@ -44,6 +44,7 @@ from tasker_resilience._cache.backends.deadline import (
     DeadlineSentinelSSLConnection,
     DeadlineSSLConnection,
     DeadlineUnixConnection,
+    bounded,
     call_ended,
     call_started,
 )
@@ -207,6 +208,12 @@ def _rejected(exc: BaseException, size: int) -> WriteRejectedError:
 
 
 # --- building clients ----------------------------------------------------------------------
+
+
+@bounded
+def _scan(client: SyncClient, pattern: str, cursor: int) -> tuple[int, list[Any]]:
+    """One ``SCAN`` page: one bounded round trip."""
+    return client.scan(cursor, match=pattern, count=SCAN_COUNT)
 
 
 def _database(url: str) -> str:
@@ -454,33 +461,27 @@ class RedisBackend(RedisCommands):
             call_ended()
         return value
 
+    @bounded
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        client = self.client
-        call_started()
         try:
-            client.set(key, value, px=ttl_milliseconds(ttl_seconds))
+            self.client.set(key, value, px=ttl_milliseconds(ttl_seconds))
         except rex.RedisError as exc:
             if oversized_write(exc, len(value)):
                 raise _rejected(exc, len(value)) from None
             raise
-        finally:
-            call_ended()
 
+    @bounded
     def _remove(self, client: SyncClient, keys: list[str]) -> int:
         """``UNLINK`` (frees memory off the server's main thread), else ``DEL``; one
         bounded call each (see deadline.py)."""
-        call_started()
-        try:
-            if self._unlink:
-                try:
-                    return int(client.unlink(*keys))
-                except rex.ResponseError as exc:
-                    if not unlink_refused(exc):
-                        raise
-                    self._unlink = False
-            return int(client.delete(*keys))
-        finally:
-            call_ended()
+        if self._unlink:
+            try:
+                return int(client.unlink(*keys))
+            except rex.ResponseError as exc:
+                if not unlink_refused(exc):
+                    raise
+                self._unlink = False
+        return int(client.delete(*keys))
 
     def delete(self, key: str) -> None:
         self._remove(self.client, [key])
@@ -510,11 +511,7 @@ class RedisBackend(RedisCommands):
         return self._page(self.client, pattern, cursor)[0]
 
     def _page(self, client: SyncClient, pattern: str, cursor: int) -> tuple[int, int]:
-        call_started()
-        try:
-            cursor, keys = client.scan(cursor, match=pattern, count=SCAN_COUNT)
-        finally:
-            call_ended()
+        cursor, keys = _scan(client, pattern, cursor)
         return int(cursor), self._remove_all(client, keys)
 
     def _remove_all(self, client: SyncClient, keys: list[str]) -> int:
@@ -523,11 +520,10 @@ class RedisBackend(RedisCommands):
             deleted += self._remove(client, keys[start : start + UNLINK_BATCH])
         return deleted
 
+    @bounded
     def health_check(self) -> bool:
-        client = self.client
-        call_started()
         try:
-            return bool(client.ping())
+            return bool(self.client.ping())
         except rex.ResponseError as exc:
             if database_out_of_range(exc) and not self._database_error_logged:
                 # Valid in the URL (0-15), not on this server: a deployment mistake
@@ -542,8 +538,6 @@ class RedisBackend(RedisCommands):
                     exc,
                 )
             raise
-        finally:
-            call_ended()
 
     def close(self) -> None:
         with self._lock:

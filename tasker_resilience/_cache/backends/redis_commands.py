@@ -10,7 +10,8 @@ provider runs them under the ``cache`` breaker like any other backend call
 
 Keys are full keys (prefix applied), values are bytes, TTLs are seconds: ``None``
 means no expiry. Each sync method and its ``a``-prefixed twin send the same commands;
-the twins differ only in the ``await``.
+the twins differ only in the ``await``. Each sync command is one bounded call (see
+``deadline.py``): its I/O shares one deadline however the server trickles.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Final, Protocol
+
+from tasker_resilience._cache.backends.deadline import bounded
 
 __all__ = ["AsyncCommandClient", "CommandClient", "RedisCommands"]
 
@@ -103,14 +106,17 @@ def _incr_result(value: Any) -> int | None:
 class RedisCommands:
     """Extra commands of the Redis backend, each with its async twin."""
 
+    @bounded
     def add(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
         """Store ``value`` only if ``key`` is absent (``SET NX``); True when stored."""
         return bool(self.client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
 
+    @bounded
     def get_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
         """The raw values of ``keys``, in order, None where absent."""
         return list(_mget(self.client, keys, self.cluster_url is not None))
 
+    @bounded
     def set_many(self: _Clients, items: Mapping[str, bytes], ttl_seconds: float | None) -> None:
         _set_pipeline(self.client, items, ttl_seconds).execute()
 
@@ -118,13 +124,16 @@ class RedisCommands:
         """Remove ``keys``; how many existed."""
         return self._remove(self.client, list(keys)) if keys else 0
 
+    @bounded
     def exists(self: _Clients, key: str) -> bool:
         return bool(self.client.exists(key))
 
+    @bounded
     def incr(self: _Clients, key: str, delta: int) -> int | None:
         """``key`` incremented by ``delta``; None (and nothing created) when absent."""
         return _incr_result(self.client.eval(_INCR_EXISTING, 1, key, delta))
 
+    @bounded
     def touch(self: _Clients, key: str, ttl_seconds: float | None) -> bool:
         """Give ``key`` a new TTL (None: never expires; 0: expire now); False if absent."""
         client = self.client
