@@ -288,3 +288,33 @@ def test_case14_every_command_exits_quietly_when_its_output_is_closed() -> None:
         assert "BrokenPipeError" not in stderr
         assert "Traceback" not in stderr
         assert process.returncode == 0, stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:S3cr3tPW@cache.invalid:6379/0",
+        "redis://app:S3cr3tPW@cache.invalid:6379/0",
+        "redis://:S3cr3t#PW@cache.invalid:6379/0",
+        "redis://:S3cr3t/PW@cache.invalid:6379/0",
+        "redis://:S3cr3t?PW@cache.invalid:6379/0",
+        "redis://cache.invalid:6379/0?password=S3cr3tPW",
+        "rediss://S3cr3tPW@cache.invalid:6379/0",
+    ],
+)
+def test_case13_config_output_and_errors_never_show_a_url_secret(url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tasker_resilience", "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "TASKER_ENV": "test",
+            "TASKER_COMMON__CACHE__BACKEND": "redis",
+            "TASKER_COMMON__CACHE__REDIS__URL": url,
+        },
+    )
+    assert result.returncode in (0, 3), result.stderr  # shown, or refused as malformed
+    assert "S3cr3t" not in result.stdout + result.stderr
+    assert "PW" not in result.stdout + result.stderr
