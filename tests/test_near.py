@@ -503,3 +503,15 @@ async def test_an_async_cached_function_is_served_stale_while_open(
     assert await origin(1) == {"x": 1}
     assert calls == [1]
     assert cache.stats()["near"]["stale_served"] == 2
+
+
+def test_a_long_outage_with_reconnect_attempts_keeps_entries_servable(
+    tier: NearTier, clock: ManualClock
+) -> None:
+    tier.fill("k", tier.begin("k"), b"v")
+    tier.unavailable()
+    for _ in range(5000):  # the listener failing to reconnect, once a second
+        tier.tracking_down()
+        clock.advance(0.01)
+    assert tier.stale("k") is not None
+    assert tier.snapshot()["generations_ended"] <= 4

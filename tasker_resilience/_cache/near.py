@@ -58,8 +58,10 @@ PENDING: Final = "pending"
 
 _UNTRUSTED: Final = -1
 """The fresh generation while the tier is not trusted: no entry is ever filled in it."""
-_KEPT_GENERATIONS: Final = 64
-"""End times remembered per generation; older entries are past any stale window."""
+_KEPT_GENERATIONS: Final = 1024
+"""End times remembered per generation (a generation ends only when trust changes:
+an outage starts or ends, the channel drops or returns); entries of older ones are
+no longer served stale."""
 _ENTRY_OVERHEAD: Final = 200
 """Bytes counted per entry on top of its value and image (key, entry object, LRU links)."""
 
@@ -124,6 +126,10 @@ class NearTier:
 
     def tracking_down(self) -> None:
         """The invalidation channel dropped: nothing is fresh until it is back."""
+        if not self._trusted and not self.tracking_connected:
+            # Already distrusted (the listener retries while the server is away): ending
+            # a generation per attempt would only age the entries an outage may serve.
+            return
         self._trust(self.mode, self._fresh_for, trusted=False, connected=False)
 
     def _trust(self, mode: str, fresh_for: float, *, trusted: bool, connected: bool) -> None:
