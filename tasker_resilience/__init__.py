@@ -27,6 +27,7 @@ from tasker_resilience._cache.serializers import SerializationError
 from tasker_resilience._config.schema import (
     BreakerConfig,
     CacheConfig,
+    NearConfig,
     RedisConfig,
     Settings,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "InProcessAsyncMixin",
+    "NearConfig",
     "RedisConfig",
     "Resilience",
     "SerializationError",

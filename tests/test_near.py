@@ -64,7 +64,7 @@ def _recover(cache: CacheProvider, backend: CountingBackend, clock: ManualClock)
 
 def test_near_defaults_are_off_with_documented_values() -> None:
     res = configure_for_tests()
-    assert res.settings.cache.near == NearConfig(
+    assert res.settings.cache.near == tr.NearConfig(
         enabled=False,
         max_entries=10_000,
         ttl_seconds=5,
