@@ -97,11 +97,16 @@ class _DeadlineSocket:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
-    def _left(self) -> float | None:
-        """Seconds left for this call's I/O (None: no call, no total deadline)."""
-        deadline = _CALL.deadline
-        if deadline is None:
-            return None
+    # Called on every command by redis-py: defined here, not found through the slow
+    # __getattr__ fallback.
+    def settimeout(self, value: float | None) -> None:
+        self._sock.settimeout(value)
+
+    def gettimeout(self) -> float | None:
+        return self._sock.gettimeout()
+
+    def _left(self, deadline: float) -> float:
+        """Seconds left for this call's I/O; starts the budget at the call's first byte."""
         now = _monotonic()
         if not deadline:
             _CALL.deadline = deadline = now + self._budget
@@ -110,31 +115,60 @@ class _DeadlineSocket:
             raise TimeoutError("the cache call's deadline passed")
         return left
 
-    def _io(self, method: Any, *args: Any) -> Any:
-        left = self._left()
+    # Each method is written out (no generic helper taking *args): this is the I/O
+    # path of every cache call, and a healthy call must pay one clock read and one
+    # comparison, not tuple packing. Outside a backend call (deadline None) it is a
+    # plain pass-through.
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        deadline = _CALL.deadline
         sock = self._sock
+        if deadline is None:
+            return sock.recv(bufsize, flags)
+        left = self._left(deadline)
         current = sock.gettimeout()
-        if left is None or (current is not None and 0 < current <= left):
-            return method(*args)  # the common case: the socket's own timeout is tighter
-        if current == 0:
-            return method(*args)  # a non-blocking poll (redis-py's can_read)
+        # The socket's own timeout is the tighter, or this is a non-blocking poll
+        # (redis-py's can_read): as is.
+        if (current is not None and 0 < current <= left) or current == 0:
+            return sock.recv(bufsize, flags)
         sock.settimeout(left)
         try:
-            return method(*args)
+            return sock.recv(bufsize, flags)
         finally:
             sock.settimeout(current)
 
-    def recv(self, *args: Any) -> Any:
-        return self._io(self._sock.recv, *args)
+    def recv_into(self, buffer: Any, *rest: int) -> int:
+        # *rest, not nbytes=0: an SSL socket reads 0 bytes when told nbytes=0.
+        deadline = _CALL.deadline
+        sock = self._sock
+        if deadline is None:
+            return sock.recv_into(buffer, *rest)
+        left = self._left(deadline)
+        current = sock.gettimeout()
+        if (current is not None and 0 < current <= left) or current == 0:
+            return sock.recv_into(buffer, *rest)
+        sock.settimeout(left)
+        try:
+            return sock.recv_into(buffer, *rest)
+        finally:
+            sock.settimeout(current)
 
-    def recv_into(self, *args: Any) -> Any:
-        return self._io(self._sock.recv_into, *args)
-
-    def sendall(self, *args: Any) -> Any:
-        return self._io(self._sock.sendall, *args)
-
-    def send(self, *args: Any) -> Any:
-        return self._io(self._sock.send, *args)
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        deadline = _CALL.deadline
+        sock = self._sock
+        if deadline is None:
+            sock.sendall(data, flags)
+            return
+        left = self._left(deadline)
+        current = sock.gettimeout()
+        if (current is not None and 0 < current <= left) or current == 0:
+            sock.sendall(data, flags)
+            return
+        sock.settimeout(left)
+        try:
+            sock.sendall(data, flags)
+        finally:
+            sock.settimeout(current)
 
 
 class _DeadlineMixin:
