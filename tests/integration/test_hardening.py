@@ -586,3 +586,15 @@ def test_case17_breaker_state_on_the_guarded_cache_server_is_refused(
     res.cache.set("k", 1)
     assert res.cache.get("k") == 1
     res.close()
+
+
+def test_case5_the_deadline_socket_works_over_a_unix_socket(
+    redis_server: ServerFactory, tmp_path: Any
+) -> None:
+    path = tmp_path / "redis.sock"
+    redis_server("--unixsocket", str(path), "--unixsocketperm", "700")
+    res = configure_cache(f"unix://{path}?db=2", "redis", "case5unix")
+    res.cache.set("k", {"v": 1})
+    assert res.cache.get("k") == {"v": 1}
+    assert res.cache.delete_pattern("*") == 1
+    assert res.cache.circuit_state == "closed"
