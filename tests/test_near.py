@@ -470,7 +470,7 @@ def test_pushed_messages_evict_keys_and_a_null_list_flushes(tier: NearTier) -> N
 def test_topologies_without_one_channel_fall_back_to_ttl(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tasker_resilience._cache.provider import start_near_coherence
+    from tasker_resilience._cache.tracking import start_near_coherence
     from tasker_resilience._config.schema import CacheConfig, RedisConfig
 
     class Topology:

@@ -34,8 +34,13 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tasker_resilience._breakers.breaker import Admission, Breaker
-from tasker_resilience._cache.backends.contract import NodeUnavailable, WriteRejectedError
+from tasker_resilience._cache.backends.contract import (
+    CacheBackend,
+    NodeUnavailable,
+    WriteRejectedError,
+)
 from tasker_resilience._cache.outcomes import GET, HEALTH, CacheStats
+from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
     "CACHE_LOGGER",
@@ -44,6 +49,7 @@ __all__ = [
     "WARNING_INTERVAL_SECONDS",
     "CacheFaults",
     "RateLimitedWarnings",
+    "check_shared_state",
     "default_backend_failure",
     "handed_to_backend",
 ]
@@ -192,3 +198,21 @@ class CacheFaults:
             raise exc
         self.failed(GET, exc)
         return UNAVAILABLE
+
+
+def check_shared_state(breaker: Breaker, backend: CacheBackend) -> None:
+    """Refuse breaker state shared through the server the breaker guards.
+
+    pybreaker's Redis storage is read and written on every call: kept on the cache
+    server, a hung cache hangs the breaker too (its client has no timeouts: ~12 s a
+    call) and the breaker never opens. Shared state must live elsewhere.
+    """
+    client = getattr(breaker._storage, "_redis", None)
+    same_server = getattr(backend, "same_server", None)
+    if client is not None and same_server is not None and same_server(client):
+        raise ConfigurationError(
+            "storage_factory",
+            f"pybreaker Redis storage on {getattr(backend, 'redacted_url', 'the cache')}",
+            "shared breaker state on a server other than the cache it guards: on the same "
+            "server, a hung cache hangs the breaker meant to protect from it",
+        )

@@ -37,6 +37,7 @@ from tasker_resilience._cache.faults import (
     CACHE_LOGGER,
     UNAVAILABLE,
     CacheFaults,
+    check_shared_state,
     handed_to_backend,
 )
 from tasker_resilience._cache.invalidations import (
@@ -59,7 +60,6 @@ from tasker_resilience._cache.outcomes import (
 from tasker_resilience._cache.reads import ReadDecoder
 from tasker_resilience._cache.replay import InvalidationReplay
 from tasker_resilience._cache.serializers import Serializer, get_serializer
-from tasker_resilience._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tasker_resilience._breakers.registry import BreakerRegistry
@@ -154,12 +154,14 @@ class CacheProvider:
         backend = (factory or backend_factory(config.backend))(config)
         breaker = breakers.get(CACHE_BREAKER) if backend.distributed else None
         if breaker is not None:
-            _check_shared_state(breaker, backend)
+            check_shared_state(breaker, backend)
         near = None
         if config.near.enabled and backend.distributed:
             near = NearTier(config.near, **({} if clock is None else {"clock": clock}))
         provider = cls(backend, breaker=breaker, near=near, **common)
         if near is not None:
+            from tasker_resilience._cache.tracking import start_near_coherence
+
             provider._listener = start_near_coherence(near, backend, config, provider._where)
         guard_nodes_with = getattr(backend, "guard_nodes_with", None)
         if breaker is not None and guard_nodes_with is not None:
@@ -736,77 +738,4 @@ class CacheProvider:
         return (
             f"<CacheProvider backend={self._backend_name!r} enabled={self._enabled} "
             f"circuit={self.circuit_state}>"
-        )
-
-
-_TRACKABLE_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
-
-
-def start_near_coherence(
-    near: NearTier, backend: CacheBackend, config: CacheConfig, where: str
-) -> InvalidationListener | None:
-    """Decide how ``near`` learns of other processes' writes, per ``tracking``, and log
-    which mode is in force. Returns the listener thread when one was started."""
-    tracking = config.near.tracking
-    found = getattr(getattr(backend, "config", None), "url", None)
-    url = found if isinstance(found, str) else ""
-    scheme = url.split("://", 1)[0].lower() if url else None
-    # One server, one invalidation connection: cluster and sentinel topologies would
-    # need a channel per node (and to follow failovers), which the tier does not do yet.
-    if tracking == "off" or scheme not in _TRACKABLE_SCHEMES:
-        reason = (
-            'tracking = "off"'
-            if tracking == "off"
-            else "server-assisted invalidation is not available for "
-            + (f"{scheme}:// URLs" if scheme else f"backend {backend.name!r}")
-        )
-        if tracking == "on":
-            CACHE_LOGGER.warning(
-                'near cache: tracking = "on" but %s; near entries are only served while '
-                "the cache circuit is open (stale-if-error), never as fresh hits",
-                reason,
-            )
-            near.tracking_down()
-            return None
-        near.use_ttl()
-        CACHE_LOGGER.info(
-            "near cache: %s; entries are fresh for ttl_seconds=%g",
-            reason,
-            config.near.ttl_seconds,
-        )
-        return None
-    from tasker_resilience._cache.tracking import (
-        InvalidationListener,
-        tracking_connection_factory,
-    )
-
-    redis_config = config.redis
-    connect = tracking_connection_factory(
-        url, redis_config.connect_timeout_seconds, redis_config.socket_timeout_seconds
-    )
-    return InvalidationListener(
-        near,
-        connect,
-        config.key_prefix + ":",
-        required=tracking == "on",
-        where=where,
-        heartbeat_seconds=max(0.5, redis_config.socket_timeout_seconds * 2),
-    ).start()
-
-
-def _check_shared_state(breaker: Breaker, backend: CacheBackend) -> None:
-    """Refuse breaker state shared through the server the breaker guards.
-
-    pybreaker's Redis storage is read and written on every call: kept on the cache
-    server, a hung cache hangs the breaker too (its client has no timeouts: ~12 s a
-    call) and the breaker never opens. Shared state must live elsewhere.
-    """
-    client = getattr(breaker._storage, "_redis", None)
-    same_server = getattr(backend, "same_server", None)
-    if client is not None and same_server is not None and same_server(client):
-        raise ConfigurationError(
-            "storage_factory",
-            f"pybreaker Redis storage on {getattr(backend, 'redacted_url', 'the cache')}",
-            "shared breaker state on a server other than the cache it guards: on the same "
-            "server, a hung cache hangs the breaker meant to protect from it",
         )

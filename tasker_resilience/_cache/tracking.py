@@ -39,7 +39,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import redis
 import redis.exceptions as rex
@@ -48,7 +48,17 @@ from redis.retry import Retry
 
 from tasker_resilience._cache.near import NearTier
 
-__all__ = ["CHANNEL", "InvalidationListener", "parse_version", "tracking_connection_factory"]
+if TYPE_CHECKING:
+    from tasker_resilience._cache.backends.contract import CacheBackend
+    from tasker_resilience._config.schema import CacheConfig
+
+__all__ = [
+    "CHANNEL",
+    "InvalidationListener",
+    "parse_version",
+    "start_near_coherence",
+    "tracking_connection_factory",
+]
 
 CHANNEL: Final = "__redis__:invalidate"
 MIN_REDIS_MAJOR: Final = 6
@@ -292,3 +302,53 @@ def _after_fork_in_child(reference: weakref.ref[InvalidationListener]) -> None:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+_TRACKABLE_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+
+
+def start_near_coherence(
+    near: NearTier, backend: CacheBackend, config: CacheConfig, where: str
+) -> InvalidationListener | None:
+    """Decide how ``near`` learns of other processes' writes, per ``tracking``, and log
+    which mode is in force. Returns the listener thread when one was started."""
+    tracking = config.near.tracking
+    found = getattr(getattr(backend, "config", None), "url", None)
+    url = found if isinstance(found, str) else ""
+    scheme = url.split("://", 1)[0].lower() if url else None
+    # One server, one invalidation connection: cluster and sentinel topologies would
+    # need a channel per node (and to follow failovers), which the tier does not do yet.
+    if tracking == "off" or scheme not in _TRACKABLE_SCHEMES:
+        reason = (
+            'tracking = "off"'
+            if tracking == "off"
+            else "server-assisted invalidation is not available for "
+            + (f"{scheme}:// URLs" if scheme else f"backend {backend.name!r}")
+        )
+        if tracking == "on":
+            _LOGGER.warning(
+                'near cache: tracking = "on" but %s; near entries are only served while '
+                "the cache circuit is open (stale-if-error), never as fresh hits",
+                reason,
+            )
+            near.tracking_down()
+            return None
+        near.use_ttl()
+        _LOGGER.info(
+            "near cache: %s; entries are fresh for ttl_seconds=%g",
+            reason,
+            config.near.ttl_seconds,
+        )
+        return None
+    redis_config = config.redis
+    connect = tracking_connection_factory(
+        url, redis_config.connect_timeout_seconds, redis_config.socket_timeout_seconds
+    )
+    return InvalidationListener(
+        near,
+        connect,
+        config.key_prefix + ":",
+        required=tracking == "on",
+        where=where,
+        heartbeat_seconds=max(0.5, redis_config.socket_timeout_seconds * 2),
+    ).start()
