@@ -116,3 +116,43 @@ def test_nothing_in_the_package_imports_the_package_itself() -> None:
     graph = import_graph()
     importers = sorted(m for m, targets in graph.items() if PACKAGE in targets and m != PACKAGE)
     assert importers == []
+
+
+# The rooms from the bottom up (docs/architecture.md). A module may import its own room
+# and the rooms below it; the few edges that reach up are listed, each with its reason.
+LAYERS = (
+    "tasker_resilience._errors",
+    "tasker_resilience._config",
+    "tasker_resilience._breakers",
+    "tasker_resilience._cache",
+    "tasker_resilience._resilience",
+    "tasker_resilience._operations",
+    "tasker_resilience.testing",
+    "tasker_resilience.contrib",
+)
+UPWARD_EDGES = {
+    # The decorators are applied at import time and find the process-wide Resilience on
+    # their first call (dogpile's region pattern): they sit in their rooms by topic, but
+    # read the composition root.
+    ("tasker_resilience._breakers.guard", "tasker_resilience._resilience"),
+    ("tasker_resilience._cache.cached", "tasker_resilience._resilience"),
+    # Resilience.health() builds the report; health.py reads it through a Protocol.
+    ("tasker_resilience._resilience", "tasker_resilience._operations.health"),
+}
+
+
+def _layer(module: str) -> int:
+    return max(
+        (i for i, room in enumerate(LAYERS) if module == room or module.startswith(room + ".")),
+        default=-1,
+    )
+
+
+def test_imports_point_down_the_rooms() -> None:
+    upward = {
+        (module, target)
+        for module, targets in import_graph().items()
+        for target in targets
+        if _layer(module) >= 0 and _layer(target) > _layer(module)
+    }
+    assert upward <= UPWARD_EDGES, sorted(upward - UPWARD_EDGES)
