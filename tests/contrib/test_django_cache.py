@@ -471,3 +471,31 @@ def test_commands_drop_what_they_change_from_the_near_tier(
     assert cache.get("n") == "added"
     cache.set_many({"n": "many"})
     assert cache.get("n") == "many"
+
+
+# --- a value over the server's size limit ---------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["add", "set_many", "aadd", "aset_many"])
+async def test_a_value_over_proto_max_bulk_len_is_that_callers_failed_write(
+    dj_cache: Any, res: Resilience, private_server: LocalServer, method: str
+) -> None:
+    # The server cuts an oversized bulk off and closes the connection: that is one
+    # caller's failed write, not an outage (as for set), whichever command carried it.
+    _raw_client(private_server).config_set("proto-max-bulk-len", 1024 * 1024)
+    big = "x" * (2 * 1024 * 1024)
+    for _ in range(3):  # the breaker's threshold: three outages' worth of failures
+        if method == "add":
+            assert dj_cache.add("big", big) is False
+        elif method == "aadd":
+            assert await dj_cache.aadd("big", big) is False
+        elif method == "set_many":
+            dj_cache.set_many({"big": big, "small": 1})
+        else:
+            await dj_cache.aset_many({"big": big, "small": 1})
+    assert res.cache.circuit_state == "closed"
+    assert res.breakers.get("cache").metrics()["failed_calls"] == 0
+    assert dj_cache.get("big") is None
+    dj_cache.set("other", 1)
+    assert dj_cache.get("other") == 1
+    await dj_cache.aclose()

@@ -27,6 +27,7 @@ caller's failed write, not an outage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -463,11 +464,20 @@ class RedisBackend(RedisCommands):
 
     @bounded
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        try:
+        with self._refusals_for_size(len(value)):
             self.client.set(key, value, px=ttl_milliseconds(ttl_seconds))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _refusals_for_size(size: int) -> Iterator[None]:
+        """Around a write whose largest value is ``size`` bytes (sync or async): the
+        server cutting it off for its size is that caller's failed write
+        (:class:`WriteRejectedError`), not an outage."""
+        try:
+            yield
         except rex.RedisError as exc:
-            if oversized_write(exc, len(value)):
-                raise _rejected(exc, len(value)) from None
+            if oversized_write(exc, size):
+                raise _rejected(exc, size) from None
             raise
 
     @bounded
@@ -556,12 +566,8 @@ class RedisBackend(RedisCommands):
         return value
 
     async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        try:
+        with self._refusals_for_size(len(value)):
             await self.async_client.set(key, value, px=ttl_milliseconds(ttl_seconds))
-        except rex.RedisError as exc:
-            if oversized_write(exc, len(value)):
-                raise _rejected(exc, len(value)) from None
-            raise
 
     async def _aremove(self, client: AsyncClient, keys: list[str]) -> int:
         """Async :meth:`_remove`."""

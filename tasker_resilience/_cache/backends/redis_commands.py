@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
 
 from tasker_resilience._cache.backends.deadline import bounded
@@ -72,6 +73,8 @@ class _Clients(Protocol):
     # UNLINK, or DEL on a server that refuses UNLINK: the backend decides once.
     def _remove(self, client: Any, keys: list[str]) -> int: ...
     async def _aremove(self, client: Any, keys: list[str]) -> int: ...
+    # A write the server cuts off for its size becomes WriteRejectedError, as for set.
+    def _refusals_for_size(self, size: int) -> AbstractContextManager[None]: ...
 
 
 def ttl_milliseconds(ttl_seconds: float | None) -> int | None:
@@ -99,6 +102,11 @@ def _set_pipeline(client: Any, items: Mapping[str, bytes], ttl_seconds: float | 
     return pipe
 
 
+def _largest(items: Mapping[str, bytes]) -> int:
+    """The size that decides whether a server refused a batch for size: its largest value."""
+    return max(map(len, items.values()), default=0)
+
+
 def _incr_result(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -109,7 +117,8 @@ class RedisCommands:
     @bounded
     def add(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
         """Store ``value`` only if ``key`` is absent (``SET NX``); True when stored."""
-        return bool(self.client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
+        with self._refusals_for_size(len(value)):
+            return bool(self.client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
 
     @bounded
     def get_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
@@ -118,7 +127,8 @@ class RedisCommands:
 
     @bounded
     def set_many(self: _Clients, items: Mapping[str, bytes], ttl_seconds: float | None) -> None:
-        _set_pipeline(self.client, items, ttl_seconds).execute()
+        with self._refusals_for_size(_largest(items)):
+            _set_pipeline(self.client, items, ttl_seconds).execute()
 
     def delete_many(self: _Clients, keys: Sequence[str]) -> int:
         """Remove ``keys``; how many existed."""
@@ -144,7 +154,8 @@ class RedisCommands:
 
     async def aadd(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
         client = self.async_client
-        return bool(await client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
+        with self._refusals_for_size(len(value)):
+            return bool(await client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
 
     async def aget_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
         return list(await _mget(self.async_client, keys, self.cluster_url is not None))
@@ -152,7 +163,8 @@ class RedisCommands:
     async def aset_many(
         self: _Clients, items: Mapping[str, bytes], ttl_seconds: float | None
     ) -> None:
-        await _set_pipeline(self.async_client, items, ttl_seconds).execute()
+        with self._refusals_for_size(_largest(items)):
+            await _set_pipeline(self.async_client, items, ttl_seconds).execute()
 
     async def adelete_many(self: _Clients, keys: Sequence[str]) -> int:
         return await self._aremove(self.async_client, list(keys)) if keys else 0
