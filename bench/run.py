@@ -32,6 +32,7 @@ from bench.report import (  # noqa: E402
     evaluate_goals,
     render_markdown,
     render_table,
+    replace_readme_summary,
     required_keys,
 )
 
@@ -89,13 +90,24 @@ def _parse(argv: list[str] | None, stage_names: list[str]) -> argparse.Namespace
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs page")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument(
+        "--no-docs", action="store_true", help="do not rewrite the docs page and README block"
+    )
     parser.add_argument(
         "--render-only",
         action="store_true",
         help="measure nothing: print the table and rewrite the docs from --output",
     )
     return parser.parse_args(argv)
+
+
+def _write_docs(args: argparse.Namespace, results: dict[str, Any], stages: list[Stage]) -> None:
+    """docs/benchmarks.md and the README's generated paragraph, from the same results."""
+    args.docs.write_text(render_markdown(results, stages), encoding="utf-8")
+    if args.readme.exists():
+        text = args.readme.read_text(encoding="utf-8")
+        args.readme.write_text(replace_readme_summary(text, results), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         stored["goals"] = evaluate_goals(stored, all_stages)
         print(render_table(stored, all_stages))
         if not args.no_docs:
-            args.docs.write_text(render_markdown(stored, all_stages), encoding="utf-8")
+            _write_docs(args, stored, all_stages)
         return 0
 
     profile = "quick" if args.quick else "full"
@@ -152,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         _log(f"[bench] partial run (--only), missing: {', '.join(missing)}; docs not rewritten")
     elif not args.no_docs:
-        args.docs.write_text(render_markdown(results, all_stages), encoding="utf-8")
-        print(f"wrote {args.docs}")
+        _write_docs(args, results, all_stages)
+        print(f"wrote {args.docs} and the speed paragraph of {args.readme}")
     for key, verdict in results["goals"].items():
         if verdict["value"] is not None and not verdict["pass"]:
             _log(f"[bench] goal missed: {key} = {verdict['value']} (goal {verdict['goal']})")

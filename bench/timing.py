@@ -28,9 +28,9 @@ __all__ = [
     "Comparison",
     "acompare",
     "arun_batch",
+    "collected_first",
     "compare",
     "quartiles",
-    "quiet_gc",
     "round_order",
     "run_batch",
 ]
@@ -89,16 +89,12 @@ class Comparison:
 
 
 @contextmanager
-def quiet_gc() -> Iterator[None]:
-    """No cyclic GC pauses inside a measurement (as ``timeit`` does); collect first."""
-    was_enabled = gc.isenabled()
+def collected_first() -> Iterator[None]:
+    """Collect before a measurement, and leave the cyclic GC on during it: a path that
+    leaves reference cycles behind (an exception per call, say) pays for their
+    collection inside its own figure, as it would in a service."""
     gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+    yield
 
 
 def run_batch(fn: SyncFn, arg: Any, n: int) -> float:
@@ -161,7 +157,7 @@ def compare(
     for case in cases.values():
         run_batch(case.fn, case.arg, max(1, batch * warmup))
     samples: dict[str, list[float]] = {name: [] for name in names}
-    with quiet_gc():
+    with collected_first():
         for round_no in range(rounds):
             for name in round_order(names, round_no):
                 case = cases[name]
@@ -179,7 +175,7 @@ async def acompare(
     for case in cases.values():
         await arun_batch(case.fn, case.arg, max(1, batch * warmup))
     samples: dict[str, list[float]] = {name: [] for name in names}
-    with quiet_gc():
+    with collected_first():
         for round_no in range(rounds):
             for name in round_order(names, round_no):
                 case = cases[name]

@@ -550,3 +550,55 @@ def test_memory_backend_is_thread_safe() -> None:
 )
 def test_glob_matches_like_redis(pattern: str, key: str, matches: bool) -> None:
     assert (glob_to_regex(pattern).fullmatch(key) is not None) is matches
+
+
+def test_a_waiter_never_takes_a_connection_a_failed_call_just_dropped() -> None:
+    import threading
+    from queue import Empty
+
+    from tasker_resilience._cache.backends.redis_backend import FailFastQueue
+
+    class Connection:
+        def __init__(self, connected: bool) -> None:
+            self._sock = object() if connected else None
+
+    queue = FailFastQueue(2)
+    dropped, healthy = Connection(False), Connection(True)
+    queue.put(dropped)
+    assert queue.get(timeout=1) is dropped  # no wait: reconnecting is this caller's job
+
+    got: list[object] = []
+
+    def waiter() -> None:
+        try:
+            got.append(queue.get(timeout=5))
+        except Empty:
+            got.append("gave up")
+
+    def wait_then_return(returned: Connection) -> None:
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        for _ in range(5000):  # until the waiter is blocked in get (bounded)
+            if queue.not_empty._waiters:  # type: ignore[attr-defined]  # Condition internals
+                break
+            threading.Event().wait(0.001)
+        queue.put(returned)  # a call ends: its connection comes back
+        thread.join(5)
+
+    # A waiter handed a dropped connection gives up (a miss, never a second timeout on
+    # a hung server); the dropped one stays for the next caller.
+    wait_then_return(dropped)
+    assert got == ["gave up"]
+    assert queue.get(block=False) is dropped
+    # A healthy connection serves the waiter.
+    wait_then_return(healthy)
+    assert got == ["gave up", healthy]
+
+
+def test_the_single_server_pool_uses_the_fail_fast_queue() -> None:
+    from tasker_resilience._cache.backends.redis_backend import FailFastQueue
+
+    backend = RedisBackend(CONFIG)
+    pool = backend.client.connection_pool  # type: ignore[attr-defined]  # redis.Redis
+    assert isinstance(pool.pool, FailFastQueue)
+    backend.close()
