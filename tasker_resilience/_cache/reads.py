@@ -63,6 +63,9 @@ class ReadDecoder:
             # fed foreign bytes. An entry that cannot be read is a miss: the caller
             # recomputes and overwrites it.
             return self.unreadable(exc, miss)
+        if not enveloped:  # a plain get: hit() inlined (one frame less per read)
+            next(self._hit_count)
+            return value
         return self.hit(value, enveloped, miss)
 
     def hit(self, value: Any, enveloped: bool, miss: Any) -> Any:

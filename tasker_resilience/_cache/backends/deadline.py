@@ -27,6 +27,7 @@ import redis
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
 __all__ = [
+    "CURRENT_CALL",
     "IO_BUDGET_FACTOR",
     "DeadlineConnection",
     "DeadlineSSLConnection",
@@ -54,6 +55,10 @@ class _Call(threading.local):
 
 
 _CALL: Final = _Call()
+CURRENT_CALL: Final = _CALL
+"""This thread's call state: the ``get`` hot path sets ``.deadline`` itself (``0.0`` at
+the start, ``None`` at the end), as :func:`call_started` / :func:`call_ended` do,
+without their two calls."""
 
 
 def call_started() -> None:
@@ -125,12 +130,12 @@ class _DeadlineSocket:
         sock = self._sock
         if deadline is None:
             return sock.recv(bufsize, flags)
-        left = self._left(deadline)
         current = sock.gettimeout()
-        # The socket's own timeout is the tighter, or this is a non-blocking poll
-        # (redis-py's can_read): as is.
-        if (current is not None and 0 < current <= left) or current == 0:
+        # A non-blocking poll (redis-py's can_read), or the socket's own timeout is the
+        # tighter: as is. The poll needs no clock read at all.
+        if current == 0 or (current is not None and current <= self._left(deadline)):
             return sock.recv(bufsize, flags)
+        left = self._left(_CALL.deadline or deadline)  # the budget may have just started
         sock.settimeout(left)
         try:
             return sock.recv(bufsize, flags)
@@ -143,10 +148,10 @@ class _DeadlineSocket:
         sock = self._sock
         if deadline is None:
             return sock.recv_into(buffer, *rest)
-        left = self._left(deadline)
         current = sock.gettimeout()
-        if (current is not None and 0 < current <= left) or current == 0:
+        if current == 0 or (current is not None and current <= self._left(deadline)):
             return sock.recv_into(buffer, *rest)
+        left = self._left(_CALL.deadline or deadline)  # the budget may have just started
         sock.settimeout(left)
         try:
             return sock.recv_into(buffer, *rest)
@@ -159,11 +164,11 @@ class _DeadlineSocket:
         if deadline is None:
             sock.sendall(data, flags)
             return
-        left = self._left(deadline)
         current = sock.gettimeout()
-        if (current is not None and 0 < current <= left) or current == 0:
+        if current == 0 or (current is not None and current <= self._left(deadline)):
             sock.sendall(data, flags)
             return
+        left = self._left(_CALL.deadline or deadline)  # the budget may have just started
         sock.settimeout(left)
         try:
             sock.sendall(data, flags)
