@@ -680,3 +680,20 @@ def test_from_config_without_configure() -> None:
     assert cache.backend_name == "noop"
     assert cache.health_check() is True
     assert "cache" not in breakers  # no breaker for an in-process backend
+
+
+async def test_an_open_get_is_a_counted_miss_and_checks_its_key_as_when_closed(
+    cache: CacheProvider, backend: CountingBackend
+) -> None:
+    _trip(cache, backend)
+    backend.failing = None
+    skipped = cache.stats()["get"].get("skipped_open", 0)
+    assert cache.get("a") is None
+    assert await cache.aget("é-non-ascii") is None  # a valid key off the fast path
+    assert cache.stats()["get"]["skipped_open"] == skipped + 2
+    for bad in (b"bytes", "\ud800"):
+        with pytest.raises((TypeError, ValueError)):
+            cache.get(bad)  # type: ignore[arg-type]
+        with pytest.raises((TypeError, ValueError)):
+            await cache.aget(bad)  # type: ignore[arg-type]
+    assert backend.calls == []
