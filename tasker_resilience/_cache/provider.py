@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from tasker_resilience._breakers.breaker import CLOSED, Breaker, StateName
+from tasker_resilience._breakers.breaker import CLOSED, OPEN, Breaker, StateName
 from tasker_resilience._cache.backends.contract import (
     BackendFactory,
     CacheBackend,
@@ -491,7 +491,9 @@ class CacheProvider:
 
     def get(self, key: str) -> Any:
         """The value under ``key``, or None: absent, circuit open, or backend failing."""
-        if self._skips_read_of(key):
+        breaker = self._read_breaker
+        # The state read first: a closed circuit pays two attribute reads for this.
+        if breaker is not None and breaker._state is OPEN and self._skips_read_of(key):
             return None
         return self._read(key, self._serializer, False, None)
 
@@ -680,7 +682,8 @@ class CacheProvider:
 
     async def aget(self, key: str) -> Any:
         """Async :meth:`get`."""
-        if self._skips_read_of(key):
+        breaker = self._read_breaker
+        if breaker is not None and breaker._state is OPEN and self._skips_read_of(key):
             return None
         return await self._aread(key, self._serializer, False, None)
 
