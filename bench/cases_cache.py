@@ -1,11 +1,17 @@
 """The cache provider against a private redis-server: closed, open, and hung.
 
-Closed: ``CacheProvider.get``/``aget`` against redis-py on the *same* client, pool
-and server, interleaved. The provider returns the decoded value, so the fair
-baseline is the raw ``GET`` of the same full key followed by the same
-``serializer.loads`` the provider uses ("raw+decode"). The raw ``GET`` alone
-("raw bytes") is timed too and reported, but it does less work than any cache
-read a caller could use, so the goal is judged against raw+decode.
+Closed: ``CacheProvider.get``/``aget`` against plain redis-py clients on the same
+server, interleaved. The baseline is redis-py as a careful user would configure it
+without this library: ``redis.Redis`` on a ``BlockingConnectionPool`` with the same
+URL, timeouts and pool size, and redis-py's own connection and queue classes (sync);
+for ``aget``, the ``redis.asyncio`` client the backend uses, which is redis-py's own.
+The provider returns the decoded value, so the fair baseline is the raw ``GET`` of
+the same full key (a str, as users write keys) followed by the same
+``serializer.loads`` the provider uses ("raw+decode"). Everything the library puts
+in between counts as its overhead: breaker, key prefix, stats, the per-command I/O
+deadline and its pool queue. The raw ``GET`` alone ("raw bytes") and a sync client
+with redis-py's defaults (a non-blocking ``ConnectionPool``: "default client") are
+timed too and reported; the goal is judged against raw+decode.
 
 Open: the cache breaker forced open (with the longest allowed timeout, so no probe
 starts mid-run) answers ``get`` with a miss without touching the network; the
@@ -160,6 +166,29 @@ def _raw_client(provider: CacheProvider) -> Any:
     return backend.client
 
 
+def _plain_client(provider: CacheProvider, *, default_pool: bool = False) -> Any:
+    """A redis-py client of the backend's server built with redis-py's own classes:
+    the same URL, timeouts and blocking pool (or, ``default_pool``, redis-py's
+    default non-blocking pool), none of this library's connection or queue classes."""
+    import redis
+
+    backend: Any = provider.backend  # a RedisBackend
+    config = backend.config
+    options = {
+        "socket_timeout": config.socket_timeout_seconds,
+        "socket_connect_timeout": config.connect_timeout_seconds,
+    }
+    if default_pool:
+        return redis.Redis.from_url(config.url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        config.url,
+        max_connections=config.max_connections,
+        timeout=config.connect_timeout_seconds,
+        **options,
+    )
+    return redis.Redis.from_pool(pool)
+
+
 def _raw_async_client(provider: CacheProvider) -> Any:
     """The backend's redis.asyncio client of the running loop (the one ``aget`` uses)."""
     backend: Any = provider.backend
@@ -191,25 +220,34 @@ def _expect(condition: bool, message: str) -> None:
 def measure_closed_sync(
     provider: CacheProvider, loads: Callable[[bytes], Any], *, rounds: int, batch: int
 ) -> Comparison:
-    client = _raw_client(provider)
-    full_key = _full_key(client)
-    raw_get = client.get
+    client, default = _plain_client(provider), _plain_client(provider, default_pool=True)
+    full_key = _full_key(_raw_client(provider)).decode()
+    raw_get, default_get = client.get, default.get
 
-    def raw_decoded(key: bytes) -> Any:
+    def raw_decoded(key: str) -> Any:
         return loads(raw_get(key))
 
+    def default_decoded(key: str) -> Any:
+        return loads(default_get(key))
+
     _expect(provider.get(KEY) == VALUE == raw_decoded(full_key), "provider and raw disagree")
+    _expect(default_decoded(full_key) == VALUE, "the default client disagrees")
     hits = _hits(provider, "get")
-    result = compare(
-        {
-            "provider": Case(provider.get, KEY),
-            "raw+decode": Case(raw_decoded, full_key),
-            "raw bytes": Case(raw_get, full_key),
-        },
-        baseline="raw+decode",
-        rounds=rounds,
-        batch=batch,
-    )
+    try:
+        result = compare(
+            {
+                "provider": Case(provider.get, KEY),
+                "raw+decode": Case(raw_decoded, full_key),
+                "raw bytes": Case(raw_get, full_key),
+                "default client": Case(default_decoded, full_key),
+            },
+            baseline="raw+decode",
+            rounds=rounds,
+            batch=batch,
+        )
+    finally:
+        client.close()
+        default.close()
     _expect(_hits(provider, "get") - hits >= rounds * batch, "provider.get did not hit")
     _expect(provider.circuit_state == "closed", "the breaker left closed during a closed run")
     return result
@@ -219,10 +257,10 @@ async def measure_closed_async(
     provider: CacheProvider, loads: Callable[[bytes], Any], *, rounds: int, batch: int
 ) -> Comparison:
     client, aclient = _raw_client(provider), _raw_async_client(provider)
-    full_key = _full_key(client)
-    raw_aget: Callable[[bytes], Awaitable[Any]] = aclient.get
+    full_key = _full_key(client).decode()
+    raw_aget: Callable[[str], Awaitable[Any]] = aclient.get
 
-    async def raw_decoded(key: bytes) -> Any:
+    async def raw_decoded(key: str) -> Any:
         return loads(await raw_aget(key))
 
     _expect(await provider.aget(KEY) == VALUE == await raw_decoded(full_key), "disagreement")
@@ -528,6 +566,9 @@ def _run_stage(ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
             }
             for where in sync
         },
+        "closed_get_overhead_vs_default_client_us": {
+            where: _r(sync[where].difference("provider", "default client"), 3) for where in sync
+        },
         "closed_get_raw_us": {
             where: {
                 "sync": _r(sync[where].per_call_us["raw+decode"], 2),
@@ -605,12 +646,14 @@ STAGES = (
             Figure(
                 "closed_get_overhead_us",
                 "µs",
-                "What the provider adds to one closed `get`/`aget` (median per-round "
-                "difference to a raw redis-py `GET` of the same full key on the same "
-                "client, followed by the same decode): breaker admission and outcome, key "
-                "prefix, stats. Measured twice, with redis-server and the client pinned "
-                "(`os.sched_setaffinity`, every thread) to one shared vCPU and to two "
-                "separate vCPUs. The stable figure: it does not depend on the round trip.",
+                "What the library adds to one closed `get`/`aget` (median per-round "
+                "difference to a raw redis-py `GET` of the same full key, followed by the "
+                "same decode, on a plain redis-py client with the same URL, timeouts and "
+                "blocking pool): breaker admission and outcome, key prefix, stats, the "
+                "per-command I/O deadline and the pool queue. Measured twice, with "
+                "redis-server and the client pinned (`os.sched_setaffinity`, every thread) "
+                "to one shared vCPU and to two separate vCPUs. The stable figure: it does "
+                "not depend on the round trip.",
             ),
             Figure(
                 "closed_get_raw_us",
@@ -683,6 +726,13 @@ STAGES = (
             ),
         ),
         extra_figures=(
+            Figure(
+                "closed_get_overhead_vs_default_client_us",
+                "µs",
+                "`closed_get_overhead_us` (sync) against redis-py's default client "
+                "instead (`redis.Redis.from_url` with the same timeouts: a non-blocking "
+                "`ConnectionPool`, which never waits for a free connection).",
+            ),
             Figure(
                 "closed_get_ratio_by_placement",
                 "x",

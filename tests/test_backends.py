@@ -564,7 +564,7 @@ def test_a_waiter_never_takes_a_connection_a_failed_call_just_dropped() -> None:
 
     queue = FailFastQueue(2)
     dropped, healthy = Connection(False), Connection(True)
-    queue.put(dropped)
+    queue.put_nowait(dropped)
     assert queue.get(timeout=1) is dropped  # no wait: reconnecting is this caller's job
 
     got: list[object] = []
@@ -579,10 +579,10 @@ def test_a_waiter_never_takes_a_connection_a_failed_call_just_dropped() -> None:
         thread = threading.Thread(target=waiter)
         thread.start()
         for _ in range(5000):  # until the waiter is blocked in get (bounded)
-            if queue.not_empty._waiters:  # type: ignore[attr-defined]  # Condition internals
+            if queue.waiting:
                 break
             threading.Event().wait(0.001)
-        queue.put(returned)  # a call ends: its connection comes back
+        queue.put_nowait(returned)  # a call ends: its connection comes back
         thread.join(5)
 
     # A waiter handed a dropped connection gives up (a miss, never a second timeout on
@@ -593,6 +593,65 @@ def test_a_waiter_never_takes_a_connection_a_failed_call_just_dropped() -> None:
     # A healthy connection serves the waiter.
     wait_then_return(healthy)
     assert got == ["gave up", healthy]
+
+
+def test_the_pool_queue_is_a_bounded_lifo_queue() -> None:
+    import time
+    from queue import Empty, Full
+
+    from tasker_resilience._cache.backends.redis_backend import FailFastQueue
+
+    queue = FailFastQueue(2)
+    with pytest.raises(Empty):
+        queue.get(block=False)
+    queue.put_nowait(None)
+    queue.put_nowait("newest")
+    with pytest.raises(Full):  # redis-py's pool relies on Full past max_connections
+        queue.put_nowait("third")
+    assert list(queue.queue) == [None, "newest"]
+    assert queue.get() == "newest"  # last in, first out: the warmest connection
+    assert queue.get(timeout=0) is None
+    started = time.monotonic()
+    with pytest.raises(Empty):
+        queue.get(timeout=0.05)
+    assert 0.04 <= time.monotonic() - started < 2
+    assert queue.waiting == 0
+
+
+def test_the_pool_queue_loses_no_return_and_no_wake_up_under_contention() -> None:
+    import threading
+    import time
+    from queue import Empty
+
+    from tasker_resilience._cache.backends.redis_backend import FailFastQueue
+
+    class Connection:
+        _sock = object()  # connected: the fail-fast rule never applies
+
+    queue = FailFastQueue(3)
+    items = [Connection() for _ in range(3)]
+    for item in items:
+        queue.put_nowait(item)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        for _ in range(300):
+            try:
+                item = queue.get(timeout=10)  # 12 threads, 3 items: most calls wait
+            except Empty as exc:  # a lost wake-up would end here after 10 s
+                errors.append(exc)
+                return
+            time.sleep(0.0002)  # a command's worth of holding it: others must wait
+            queue.put_nowait(item)
+
+    threads = [threading.Thread(target=worker) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert sorted(map(id, queue.queue)) == sorted(map(id, items))
+    assert queue.waiting == 0
 
 
 def test_the_single_server_pool_uses_the_fail_fast_queue() -> None:

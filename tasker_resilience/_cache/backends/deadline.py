@@ -1,183 +1,154 @@
-"""A total deadline for the socket I/O of one cache call (sync redis-py clients).
+"""A total deadline for the socket I/O of one cache command (sync redis-py clients).
 
 redis-py's ``socket_timeout`` bounds each ``recv()``, not a reply: a server (or a
 proxy, or a congested link) that trickles one byte every 100 ms holds a call for
 seconds with a 0.25 s timeout. Here the socket of each pooled connection is wrapped
-so that all the I/O of one backend call (the handshake of a new connection, the
-command, its reply) shares one budget of ``IO_BUDGET_FACTOR x socket_timeout``,
-starting at the call's first byte. A call past it fails with ``socket.timeout``,
-which redis-py turns into its ``TimeoutError``: a backend failure like any other.
+so that all the I/O of one checkout of the connection (the handshake of a new
+connection, the command or pipeline, its reply) shares one budget of
+``IO_BUDGET_FACTOR x socket_timeout``, starting at its first byte. I/O past it fails
+with ``socket.timeout``, which redis-py turns into its ``TimeoutError``: a backend
+failure like any other.
 
-The backend marks where a call starts and ends (:func:`call_started` /
-:func:`call_ended`); outside a call nothing is bounded beyond ``socket_timeout``.
+Where a call starts needs no marking by the caller: redis-py's pools call
+``connect()`` on every connection they hand out (a no-op when it is connected), and
+each backend command is one checkout, so :class:`_DeadlineMixin` starts a fresh
+budget there. Backend calls are written as one command each (a pipeline where they
+need several), so the budget of a command is the budget of the call.
+
+The healthy path is cheap: no thread-local state, no extra frame, one clock read per
+blocking send or receive; a non-blocking poll (redis-py's ``can_read``) is never
+timed.
+
 The asyncio clients need none of this: redis-py bounds each whole asyncio reply by
 ``socket_timeout`` already.
 """
 
 from __future__ import annotations
 
-import functools
 import socket
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, TypeVar
 
 import redis
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
 __all__ = [
-    "CURRENT_CALL",
     "IO_BUDGET_FACTOR",
     "DeadlineConnection",
     "DeadlineSSLConnection",
     "DeadlineSentinelConnection",
     "DeadlineSentinelSSLConnection",
     "DeadlineUnixConnection",
-    "bounded",
-    "call_ended",
-    "call_started",
 ]
 
 IO_BUDGET_FACTOR: Final = 2
-"""All the I/O of one call gets this many ``socket_timeout_seconds``. Two, not one, so
-a healthy call never pays for re-arming socket timeouts (its reply comes well within
-one ``socket_timeout``); a hung server still costs one ``socket_timeout`` (its first
-``recv`` times out)."""
+"""All the I/O of one command gets this many ``socket_timeout_seconds``. Two, not one,
+so a healthy command never pays for re-arming socket timeouts (its reply comes well
+within one ``socket_timeout``); a hung server still costs one ``socket_timeout`` (its
+first ``recv`` times out)."""
+
+_FRESH: Final = 0.0
+"""``_DeadlineSocket._deadline`` of a checkout with no blocking I/O yet; after its
+first byte, the monotonic time the checkout's I/O must end by."""
 
 _monotonic = time.monotonic
-
-
-class _Call(threading.local):
-    # None: not inside a backend call (no total deadline); 0.0: a call started and
-    # has sent or read nothing yet; else: the monotonic time its I/O must end by.
-    deadline: float | None = None
-
-
-_CALL: Final = _Call()
-CURRENT_CALL: Final = _CALL
-"""This thread's call state: the ``get`` hot path sets ``.deadline`` itself (``0.0`` at
-the start, ``None`` at the end), as :func:`call_started` / :func:`call_ended` do,
-without their two calls."""
-
-
-def call_started() -> None:
-    """A backend call begins on this thread: its I/O budget starts at its first byte."""
-    _CALL.deadline = 0.0
-
-
-def call_ended() -> None:
-    """The backend call on this thread is over."""
-    _CALL.deadline = None
-
-
-P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def bounded(func: Callable[P, R]) -> Callable[P, R]:
-    """Run ``func`` as one backend call: its socket I/O shares one deadline. (The
-    ``get`` hot path inlines the same two lines instead of paying for a wrapper.)"""
-
-    @functools.wraps(func)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        _CALL.deadline = 0.0
-        try:
-            return func(*args, **kwargs)
-        finally:
-            _CALL.deadline = None
-
-    return call
-
-
 class _DeadlineSocket:
-    """A socket whose sends and receives stop at the current call's deadline."""
+    """A socket whose blocking sends and receives stop at the checkout's deadline."""
 
-    __slots__ = ("_budget", "_sock")
+    __slots__ = ("_budget", "_deadline", "_sock", "_timeout")
 
     def __init__(self, sock: socket.socket, budget: float) -> None:
         self._sock = sock
         self._budget = budget
+        self._deadline = _FRESH
+        # The socket's own timeout, mirrored so the I/O path needs no gettimeout() call.
+        self._timeout: float | None = sock.gettimeout()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
     # Called on every command by redis-py: defined here, not found through the slow
-    # __getattr__ fallback.
+    # __getattr__ fallback, and they keep the mirrored timeout true.
     def settimeout(self, value: float | None) -> None:
         self._sock.settimeout(value)
+        self._timeout = value
 
     def gettimeout(self) -> float | None:
-        return self._sock.gettimeout()
+        return self._timeout
 
-    def _left(self, deadline: float) -> float:
-        """Seconds left for this call's I/O; starts the budget at the call's first byte."""
-        now = _monotonic()
-        if not deadline:
-            _CALL.deadline = deadline = now + self._budget
-        left = deadline - now
-        if left <= 0:
-            raise TimeoutError("the cache call's deadline passed")
-        return left
+    def setblocking(self, flag: bool) -> None:
+        self._sock.setblocking(flag)
+        self._timeout = None if flag else 0.0
 
-    # Each method is written out (no generic helper taking *args): this is the I/O
-    # path of every cache call, and a healthy call must pay one clock read and one
-    # comparison, not tuple packing. Outside a backend call (deadline None) it is a
-    # plain pass-through.
+    # Each method is written out (no generic helper taking *args on the healthy path):
+    # this is the I/O path of every cache call. A non-blocking poll (timeout 0) is
+    # passed through; a blocking operation reads the clock once (the first of a
+    # checkout starts the budget) and runs as it is while the socket's own timeout
+    # ends before the deadline. Only the last operations of a slow reply take the
+    # bounded path.
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        deadline = _CALL.deadline
-        sock = self._sock
-        if deadline is None:
-            return sock.recv(bufsize, flags)
-        current = sock.gettimeout()
-        # A non-blocking poll (redis-py's can_read), or the socket's own timeout is the
-        # tighter: as is. The poll needs no clock read at all.
-        if current == 0 or (current is not None and current <= self._left(deadline)):
-            return sock.recv(bufsize, flags)
-        left = self._left(_CALL.deadline or deadline)  # the budget may have just started
-        sock.settimeout(left)
-        try:
-            return sock.recv(bufsize, flags)
-        finally:
-            sock.settimeout(current)
+        timeout = self._timeout
+        if timeout:
+            now = _monotonic()
+            deadline = self._deadline
+            if deadline == _FRESH:
+                self._deadline = deadline = now + self._budget
+            if deadline - now < timeout:
+                return self._within(deadline - now, timeout, self._sock.recv, bufsize, flags)
+        return self._sock.recv(bufsize, flags)
 
     def recv_into(self, buffer: Any, *rest: int) -> int:
         # *rest, not nbytes=0: an SSL socket reads 0 bytes when told nbytes=0.
-        deadline = _CALL.deadline
-        sock = self._sock
-        if deadline is None:
-            return sock.recv_into(buffer, *rest)
-        current = sock.gettimeout()
-        if current == 0 or (current is not None and current <= self._left(deadline)):
-            return sock.recv_into(buffer, *rest)
-        left = self._left(_CALL.deadline or deadline)  # the budget may have just started
-        sock.settimeout(left)
-        try:
-            return sock.recv_into(buffer, *rest)
-        finally:
-            sock.settimeout(current)
+        timeout = self._timeout
+        if timeout:
+            now = _monotonic()
+            deadline = self._deadline
+            if deadline == _FRESH:
+                self._deadline = deadline = now + self._budget
+            if deadline - now < timeout:
+                return self._within(deadline - now, timeout, self._sock.recv_into, buffer, *rest)
+        return self._sock.recv_into(buffer, *rest)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        deadline = _CALL.deadline
+        timeout = self._timeout
+        if timeout:
+            now = _monotonic()
+            deadline = self._deadline
+            if deadline == _FRESH:
+                self._deadline = deadline = now + self._budget
+            if deadline - now < timeout:
+                self._within(deadline - now, timeout, self._sock.sendall, data, flags)
+                return
+        self._sock.sendall(data, flags)
+
+    def _within(self, left: float, timeout: float, io: Callable[..., R], *args: Any) -> R:
+        """Run ``io`` with the socket timeout cut to the ``left`` seconds of the budget."""
+        if left <= 0:
+            raise TimeoutError("the cache command's I/O deadline passed")
         sock = self._sock
-        if deadline is None:
-            sock.sendall(data, flags)
-            return
-        current = sock.gettimeout()
-        if current == 0 or (current is not None and current <= self._left(deadline)):
-            sock.sendall(data, flags)
-            return
-        left = self._left(_CALL.deadline or deadline)  # the budget may have just started
         sock.settimeout(left)
         try:
-            sock.sendall(data, flags)
+            return io(*args)
         finally:
-            sock.settimeout(current)
+            sock.settimeout(timeout)
 
 
 class _DeadlineMixin:
     socket_timeout: float | None
+    _sock: Any
+
+    def connect(self) -> None:
+        # redis-py's pools call connect() on every connection they hand out: each
+        # checkout (one backend command) gets a fresh budget.
+        sock = self._sock
+        if type(sock) is _DeadlineSocket:
+            sock._deadline = _FRESH  # its budget starts at its first blocking byte
+        super().connect()  # type: ignore[misc]  # the redis-py class it is mixed into
 
     def _connect(self) -> Any:
         sock = super()._connect()  # type: ignore[misc]  # the redis-py class it is mixed into
@@ -188,11 +159,11 @@ class _DeadlineMixin:
 
 
 class DeadlineConnection(_DeadlineMixin, redis.Connection):
-    """``redis.Connection`` with a total I/O deadline per backend call."""
+    """``redis.Connection`` with a total I/O deadline per command."""
 
 
 class DeadlineSSLConnection(_DeadlineMixin, redis.SSLConnection):
-    """``redis.SSLConnection`` (``rediss://``) with a total I/O deadline per call."""
+    """``redis.SSLConnection`` (``rediss://``) with a total I/O deadline per command."""
 
 
 class DeadlineUnixConnection(_DeadlineMixin, redis.UnixDomainSocketConnection):
@@ -201,7 +172,7 @@ class DeadlineUnixConnection(_DeadlineMixin, redis.UnixDomainSocketConnection):
 
 class DeadlineSentinelConnection(_DeadlineMixin, SentinelManagedConnection):
     """A Sentinel-managed primary's connection (``redis+sentinel://``), with a total
-    I/O deadline per call; it asks the sentinels where the primary is on connect."""
+    I/O deadline per command; it asks the sentinels where the primary is on connect."""
 
 
 class DeadlineSentinelSSLConnection(_DeadlineMixin, SentinelManagedSSLConnection):

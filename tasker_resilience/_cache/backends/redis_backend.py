@@ -32,7 +32,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from queue import Empty, LifoQueue
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -42,14 +41,13 @@ from redis.backoff import NoBackoff
 
 from tasker_resilience._cache.backends.contract import WriteRejectedError
 from tasker_resilience._cache.backends.deadline import (
-    CURRENT_CALL,
     DeadlineConnection,
     DeadlineSentinelConnection,
     DeadlineSentinelSSLConnection,
     DeadlineSSLConnection,
     DeadlineUnixConnection,
-    bounded,
 )
+from tasker_resilience._cache.backends.pool import FailFastQueue
 from tasker_resilience._cache.backends.redis_commands import (
     AsyncCommandClient,
     CommandClient,
@@ -212,7 +210,6 @@ def _rejected(exc: BaseException, size: int) -> WriteRejectedError:
 # --- building clients ----------------------------------------------------------------------
 
 
-@bounded
 def _scan(client: SyncClient, pattern: str, cursor: int) -> tuple[int, list[Any]]:
     """One ``SCAN`` page: one bounded round trip."""
     return client.scan(cursor, match=pattern, count=SCAN_COUNT)
@@ -231,36 +228,6 @@ def _password(url: str) -> str | None:
     except ValueError:
         return None
     return unquote(password) if password else None
-
-
-class FailFastQueue(LifoQueue[Any]):
-    """The blocking pool's queue, with one rule for callers that had to wait.
-
-    When the server hangs, every pooled connection is held by a call waiting out its
-    socket timeout; when those calls fail, redis-py drops (disconnects) their
-    connections and returns them. A caller that was waiting would take one, reconnect
-    to the same hung server and wait a second timeout: one call costing two (16
-    threads on a pool of 10: 6 waited ~500 ms with a 250 ms timeout). So a caller that
-    waited and is handed a connection its last user dropped gives up instead: redis-py
-    reports that as "No connection available", an exhausted local pool, which reads
-    as a miss and never counts against the breaker. The connection goes back for the
-    next caller. Healthy connections come back connected, so a busy but healthy
-    server keeps every waiter served within ``connect_timeout_seconds``.
-    """
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        try:
-            return super().get(block=False)
-        except Empty:
-            if not block:
-                raise
-        item = super().get(block=True, timeout=timeout)
-        if item is not None and getattr(item, "_sock", None) is None:
-            # A connection (not a None placeholder, which means "open a new one")
-            # that is no longer connected: its last call failed just now.
-            self.put(item)
-            raise Empty
-        return item
 
 
 class RedisBackend(RedisCommands):
@@ -489,16 +456,9 @@ class RedisBackend(RedisCommands):
 
     def get(self, key: str) -> bytes | None:
         # The attribute first: the property (and its lock) only until the client exists.
-        client = self._client or self.client
-        call = CURRENT_CALL  # call_started()/call_ended(), inlined on the hottest path
-        call.deadline = 0.0
-        try:
-            value: bytes | None = client.get(key)
-        finally:
-            call.deadline = None
+        value: bytes | None = (self._client or self.client).get(key)
         return value
 
-    @bounded
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         with self._refusals_for_size(len(value)):
             self.client.set(key, value, px=ttl_milliseconds(ttl_seconds))
@@ -516,10 +476,10 @@ class RedisBackend(RedisCommands):
                 raise _rejected(exc, size) from None
             raise
 
-    @bounded
     def _remove(self, client: SyncClient, keys: list[str]) -> int:
-        """``UNLINK`` (frees memory off the server's main thread), else ``DEL``; one
-        bounded call each (see deadline.py)."""
+        """``UNLINK`` (frees memory off the server's main thread), else ``DEL`` (from
+        the first refusal on: a refusal is a quick reply, and each command has its own
+        I/O deadline, see deadline.py)."""
         if self._unlink:
             try:
                 return int(client.unlink(*keys))
@@ -566,7 +526,6 @@ class RedisBackend(RedisCommands):
             deleted += self._remove(client, keys[start : start + UNLINK_BATCH])
         return deleted
 
-    @bounded
     def health_check(self) -> bool:
         try:
             return bool(self.client.ping())

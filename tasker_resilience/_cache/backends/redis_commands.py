@@ -10,8 +10,9 @@ provider runs them under the ``cache`` breaker like any other backend call
 
 Keys are full keys (prefix applied), values are bytes, TTLs are seconds: ``None``
 means no expiry. Each sync method and its ``a``-prefixed twin send the same commands;
-the twins differ only in the ``await``. Each sync command is one bounded call (see
-``deadline.py``): its I/O shares one deadline however the server trickles.
+the twins differ only in the ``await``. Each method sends one command or one pipeline:
+on the sync clients its I/O then shares one deadline however the server trickles
+(see ``deadline.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import math
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol
-
-from tasker_resilience._cache.backends.deadline import bounded
 
 __all__ = ["AsyncCommandClient", "CommandClient", "RedisCommands"]
 
@@ -102,6 +101,20 @@ def _set_pipeline(client: Any, items: Mapping[str, bytes], ttl_seconds: float | 
     return pipe
 
 
+def _persist_pipeline(client: Any, key: str) -> Any:
+    """``PERSIST`` then ``EXISTS`` in one round trip (one command's deadline):
+    ``PERSIST`` answers 0 for a key without a TTL too, so existence is asked as well."""
+    pipe = client.pipeline(transaction=False)
+    pipe.persist(key)
+    pipe.exists(key)
+    return pipe
+
+
+def _persisted(replies: Sequence[Any]) -> bool:
+    persisted, exists = replies
+    return bool(persisted) or bool(exists)
+
+
 def _largest(items: Mapping[str, bytes]) -> int:
     """The size that decides whether a server refused a batch for size: its largest value."""
     return max(map(len, items.values()), default=0)
@@ -114,18 +127,15 @@ def _incr_result(value: Any) -> int | None:
 class RedisCommands:
     """Extra commands of the Redis backend, each with its async twin."""
 
-    @bounded
     def add(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
         """Store ``value`` only if ``key`` is absent (``SET NX``); True when stored."""
         with self._refusals_for_size(len(value)):
             return bool(self.client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
 
-    @bounded
     def get_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
         """The raw values of ``keys``, in order, None where absent."""
         return list(_mget(self.client, keys, self.cluster_url is not None))
 
-    @bounded
     def set_many(self: _Clients, items: Mapping[str, bytes], ttl_seconds: float | None) -> None:
         with self._refusals_for_size(_largest(items)):
             _set_pipeline(self.client, items, ttl_seconds).execute()
@@ -134,22 +144,18 @@ class RedisCommands:
         """Remove ``keys``; how many existed."""
         return self._remove(self.client, list(keys)) if keys else 0
 
-    @bounded
     def exists(self: _Clients, key: str) -> bool:
         return bool(self.client.exists(key))
 
-    @bounded
     def incr(self: _Clients, key: str, delta: int) -> int | None:
         """``key`` incremented by ``delta``; None (and nothing created) when absent."""
         return _incr_result(self.client.eval(_INCR_EXISTING, 1, key, delta))
 
-    @bounded
     def touch(self: _Clients, key: str, ttl_seconds: float | None) -> bool:
         """Give ``key`` a new TTL (None: never expires; 0: expire now); False if absent."""
         client = self.client
         if ttl_seconds is None:
-            # PERSIST answers 0 for a key without a TTL too: ask whether it exists.
-            return bool(client.persist(key)) or bool(client.exists(key))
+            return _persisted(_persist_pipeline(client, key).execute())
         return bool(client.pexpire(key, _expire_milliseconds(ttl_seconds)))
 
     async def aadd(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
@@ -178,5 +184,5 @@ class RedisCommands:
     async def atouch(self: _Clients, key: str, ttl_seconds: float | None) -> bool:
         client = self.async_client
         if ttl_seconds is None:
-            return bool(await client.persist(key)) or bool(await client.exists(key))
+            return _persisted(await _persist_pipeline(client, key).execute())
         return bool(await client.pexpire(key, _expire_milliseconds(ttl_seconds)))
