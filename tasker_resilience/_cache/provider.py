@@ -495,6 +495,10 @@ class CacheProvider:
         # The state read first: a closed circuit pays two attribute reads for this.
         if breaker is not None and breaker._state is OPEN and self._skips_read_of(key):
             return None
+        if self._get_entry is None and self._near is None:
+            # A distributed backend without a near tier: _read's own choice, made here
+            # (a frame less on the path of every remote read).
+            return self._finish_get(self._fetch(key), self._serializer, False, None)
         return self._read(key, self._serializer, False, None)
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -685,6 +689,8 @@ class CacheProvider:
         breaker = self._read_breaker
         if breaker is not None and breaker._state is OPEN and self._skips_read_of(key):
             return None
+        if self._get_entry is None and self._near is None:  # as in get
+            return self._finish_get(await self._afetch(key), self._serializer, False, None)
         return await self._aread(key, self._serializer, False, None)
 
     async def aset(self, key: str, value: Any, ttl: float | None = None) -> None:
