@@ -195,11 +195,54 @@ def test_remembered_keys_stay_bounded(res: Resilience) -> None:
     builder = KeyBuilder(g, namespace="n", version="1")
     keys = {builder((i,), {}) for i in range(MEMO_SIZE * 3)}
     assert len(keys) == MEMO_SIZE * 3
+    assert 0 < len(builder._ints) <= MEMO_SIZE  # ints: a memo of their own
+    texts = {builder((f"user-{i}",), {}) for i in range(MEMO_SIZE * 3)}
+    assert len(texts) == MEMO_SIZE * 3
     assert builder._memo is not None
     assert 0 < len(builder._memo) <= MEMO_SIZE
     builder._memo.clear()
     assert builder(("x" * 1000,), {}) == builder(("x" * 1000,), {})
     assert not builder._memo  # a long argument is not kept alive by the memo
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        1,
+        -1,
+        2**31,
+        2**62,
+        2**200,
+        -(2**200),
+        True,
+        False,
+        None,
+        0.0,
+        -0.0,
+        1.5,
+        float("inf"),
+        "1",
+        b"1",
+        (1, "a"),
+        "",
+    ],
+    ids=repr,
+)
+def test_every_fast_key_path_gives_the_general_encodings_key(value: Any) -> None:
+    # The single-argument shortcuts (an int memo, spelled-out numbers, the slot memo)
+    # must give exactly the key the general path gives a keyword call, or f(1) and
+    # f(x=1) would be two entries.
+    from tasker_resilience._cache.keys import KeyBuilder, _digest, encode
+
+    def g(x: Any) -> None:
+        return None
+
+    builder = KeyBuilder(g, namespace="n", version="1")
+    expected = builder.base + _digest(encode((value,)))
+    assert builder((value,), {}) == expected  # first call: computed
+    assert builder((value,), {}) == expected  # second: remembered where it is
+    assert builder((), {"x": value}) == expected
 
 
 def _bound(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

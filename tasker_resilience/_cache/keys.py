@@ -163,10 +163,12 @@ def _normal(value: Any) -> Any:
     return (_SPECIAL, canonical(value))
 
 
-_MEMO_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, bytes, type(None)})
+_NUMBERS: Final[frozenset[type]] = frozenset({float, bool, type(None)})
+"""Single arguments spelled out on every call (at most 11 bytes of ``marshal``)."""
+_MEMO_TYPES: Final[frozenset[type]] = frozenset({str, bytes})
 """Single arguments whose key is remembered by ``(type, value)``: within one of these
-exact types, equal values have equal encodings (unlike float: ``0.0 == -0.0``), and
-their hashes never raise or run user code."""
+exact types, equal values have equal encodings, and their hashes never raise or run
+user code."""
 _TEXTS: Final = (str, bytes)
 _MEMO_ITEMS: Final[frozenset[type]] = frozenset({str, int, bytes, type(None)})
 """Tuple items a remembered key allows: no two of these types have equal values."""
@@ -212,8 +214,10 @@ class KeyBuilder:
         "_custom",
         "_defaults",
         "_index",
+        "_ints",
         "_memo",
         "_positional",
+        "_raw",
         "_required",
         "_signature",
         "_simple",
@@ -234,6 +238,7 @@ class KeyBuilder:
                 raise ValueError(f"@cached {label} must be a non-empty string without ':'")
         self.base: Final = f"{namespace}:{function_id(func)}:{version}:"
         """``namespace:module.qualname:version:`` (for ``delete_pattern(base + "*")``)."""
+        self._raw = self.base + "x"  # before a spelled-out encoding (see _digest)
         self._custom = custom
         self._signature = inspect.signature(func)
         params = list(self._signature.parameters.values())
@@ -266,6 +271,7 @@ class KeyBuilder:
             self._required = len(params) + 1  # never satisfied without keywords
         # A key function may read more than its arguments: then every call builds its key.
         self._memo: dict[Any, str] | None = {} if custom is None else None
+        self._ints: dict[int, str] = {}
         # Calls with exactly this many positional arguments and no keywords bind to
         # them as they are (-1: no such calls, e.g. with keyword-only parameters).
         self._arity = len(params) if self._simple and self._positional == len(params) else -1
@@ -306,40 +312,59 @@ class KeyBuilder:
             return self._custom_key(args, kwargs)
         if not kwargs and len(args) == self._arity:
             # The common shape, a call with every argument in place.
-            if self._arity == 1 and self._typed:
-                # Within one of these exact types equal values encode alike, and the
-                # type in the slot keeps 1, True and b"1" apart: no encoding needed.
+            if self._arity == 1:
                 arg = args[0]
                 cls = type(arg)
-                slot: Any = None
-                if cls in _MEMO_TYPES:
-                    if cls not in _TEXTS or len(arg) <= _MEMO_MAX_BYTES:
-                        slot = (cls, arg)
-                elif cls is float:
-                    if arg:  # 0.0 == -0.0 but they encode apart (nan never equals itself)
-                        slot = (cls, arg)
-                elif (
-                    cls is tuple
-                    and len(arg) <= _MEMO_MAX_ITEMS
-                    and _MEMO_ITEMS.issuperset(map(type, arg))
-                ):
-                    # Among int, str, bytes and None only equal values of one type are
-                    # equal (bool, whose True == 1, is left out): the tuple is the slot.
-                    slot = (cls, arg)
-                    for item in arg:  # a plain loop: no generator frame
-                        if type(item) in _TEXTS and len(item) > _MEMO_MAX_BYTES:
-                            slot = None
-                            break
-                if slot is not None:
-                    key = memo.get(slot)
+                if cls is int:
+                    # Ids, the most common argument: remembered by value alone (only
+                    # exact ints reach this dict, so True cannot find 1's key).
+                    key = self._ints.get(arg)
                     if key is None:
-                        key = self.base + _digest(encode(args))
-                        self._remember(memo, slot, key)
+                        data = _dumps(args, 2)
+                        key = (
+                            self._raw + data.hex()
+                            if len(data) <= RAW_MAX_BYTES
+                            else (self.base + _digest(data))
+                        )
+                        if len(self._ints) >= MEMO_SIZE:
+                            self._ints.clear()
+                        self._ints[arg] = key
                     return key
+                if cls in _NUMBERS:
+                    # float (0.0 == -0.0 but they encode apart), bool, None: a few bytes
+                    # to spell out, cheaper than remembering.
+                    return self._raw + _dumps(args, 2).hex()
+                if self._typed:
+                    # Within one of these exact types equal values encode alike, and the
+                    # type in the slot keeps "1" and b"1" apart: no encoding needed.
+                    slot: Any = None
+                    if cls in _MEMO_TYPES:
+                        if len(arg) <= _MEMO_MAX_BYTES:
+                            slot = (cls, arg)
+                    elif (
+                        cls is tuple
+                        and len(arg) <= _MEMO_MAX_ITEMS
+                        and _MEMO_ITEMS.issuperset(map(type, arg))
+                    ):
+                        # Among int, str, bytes and None only equal values of one type are
+                        # equal (bool, whose True == 1, is left out): the tuple is the slot.
+                        slot = (cls, arg)
+                        for item in arg:  # a plain loop: no generator frame
+                            if type(item) in _TEXTS and len(item) > _MEMO_MAX_BYTES:
+                                slot = None
+                                break
+                    if slot is not None:
+                        key = memo.get(slot)
+                        if key is None:
+                            key = self.base + _digest(encode(args))
+                            self._remember(memo, slot, key)
+                        return key
             values = args
         else:
             values = self.values(args, kwargs)
         data = encode(values)
+        if len(data) <= RAW_MAX_BYTES:
+            return self._raw + data.hex()  # spelled out: cheaper than the memo
         key = memo.get(data)
         if key is None:
             key = self.base + _digest(data)
