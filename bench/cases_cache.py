@@ -389,7 +389,7 @@ def measure_hung(provider: CacheProvider, server: Freezable, *, batch: int) -> d
             else:
                 raise RuntimeError("a GET to a frozen server answered")
             raw_ms.append((time.perf_counter() - start) * 1000)
-        call_ms = []
+        call_ms: list[float] = []
         trip_start = time.perf_counter()
         while not breaker.is_open:
             _expect(len(call_ms) < 10 * FAILURE_THRESHOLD, "the breaker never tripped")

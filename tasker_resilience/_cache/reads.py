@@ -13,15 +13,15 @@ The copy policy of the in-process ``memory`` backend (JSON values):
   not copied; a small value (at most ``PLAN_CONTAINERS`` dicts and lists) is kept
   decoded with a copier built for its exact shape, which copies its dicts and lists
   and shares their immutable contents; a larger one is kept as a ``marshal`` image
-  that every hit rebuilds (about half the cost of ``json`` decoding). An entry
+  that every hit rebuilds (cheaper than decoding the JSON again). An entry
   rebuilt ``COMPILE_AFTER`` times is hot: it gets a builder compiled from its value
   (a ``lambda`` whose body is the value as a literal, see :func:`compiled_copier`),
-  which rebuilds it in about half marshal's time, with the same fresh dicts and
-  lists and shared immutable leaves. Compiling costs about 0.5 ms for 6 KB, once,
-  paid by the hit that crosses the threshold; values it cannot spell as a literal
-  (nan, infinities, ints past ``sys.get_int_max_str_digits``, deep nesting) and
-  values over ``COMPILE_MAX_BYTES`` stay with marshal. The copy costs what the
-  value's object count costs: a 6 KB list of 50 records, ~5-10 us;
+  which rebuilds it faster than marshal, with the same fresh dicts and lists and
+  shared immutable leaves (``make bench``'s ``large_copy_6kb`` times both, and the
+  compile, paid once by the hit that crosses the threshold); values it cannot spell
+  as a literal (nan, infinities, ints past ``sys.get_int_max_str_digits``, deep
+  nesting) and values over ``COMPILE_MAX_BYTES`` stay with marshal. Either way the
+  copy costs what the value's object count costs;
 - **shared** (``@cached(shared=True)``): every hit hands out the one decoded object,
   as cachetools and dogpile.cache do. For callers that never mutate results; a
   mutation is then seen by every later hit of that entry in this process.
