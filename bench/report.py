@@ -121,7 +121,9 @@ def _explain_closed_get(results: Mapping[str, Any]) -> str | None:
     warm, decode = cpu["provider_overhead_warm"], cpu["decode_warm"]
     in_loop = cpu["decode_in_round_trip"]
     worst = max(in_loop.values())
-    factor = worst / decode if decode else float("nan")
+    if decode <= 0 or warm <= 0 or worst <= 0:
+        return None  # nothing to reason from (a broken run); the miss stands unexplained
+    factor = worst / decode
     loops = ", ".join(f"{_format(v)} µs ({k.replace('_', ' ')})" for k, v in in_loop.items())
     return (
         "`closed_get_overhead_us`: the library's own code on a closed get costs "
