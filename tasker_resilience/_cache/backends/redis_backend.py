@@ -476,6 +476,24 @@ class RedisBackend(RedisCommands):
                 raise _rejected(exc, size) from None
             raise
 
+    @contextlib.asynccontextmanager
+    async def _arefusals_for_size(self, size: int) -> AsyncIterator[None]:
+        """:meth:`_refusals_for_size` for an asyncio write, then the loop's idle
+        connections are closed: the server closed the one that carried the value, and
+        redis-py's asyncio pool takes a connection back after an error reply as if it
+        were healthy. The next command on it would fail (under CPython 3.13 the
+        reconnect right after can also wait out the connect timeout): one caller's
+        oversized value would become other callers' failures against the breaker."""
+        try:
+            with self._refusals_for_size(size):
+                yield
+        except WriteRejectedError:
+            # A cluster client keeps per-node connections and has no pool here.
+            pool = getattr(self.async_client, "connection_pool", None)
+            if pool is not None:
+                await pool.disconnect(inuse_connections=False)
+            raise
+
     def _remove(self, client: SyncClient, keys: list[str]) -> int:
         """``UNLINK`` (frees memory off the server's main thread), else ``DEL`` (from
         the first refusal on: a refusal is a quick reply, and each command has its own
@@ -561,7 +579,7 @@ class RedisBackend(RedisCommands):
         return value
 
     async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        with self._refusals_for_size(len(value)):
+        async with self._arefusals_for_size(len(value)):
             await self.async_client.set(key, value, px=ttl_milliseconds(ttl_seconds))
 
     async def _aremove(self, client: AsyncClient, keys: list[str]) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Final, Protocol
 
 __all__ = ["AsyncCommandClient", "CommandClient", "RedisCommands"]
@@ -74,6 +74,7 @@ class _Clients(Protocol):
     async def _aremove(self, client: Any, keys: list[str]) -> int: ...
     # A write the server cuts off for its size becomes WriteRejectedError, as for set.
     def _refusals_for_size(self, size: int) -> AbstractContextManager[None]: ...
+    def _arefusals_for_size(self, size: int) -> AbstractAsyncContextManager[None]: ...
 
 
 def ttl_milliseconds(ttl_seconds: float | None) -> int | None:
@@ -160,7 +161,7 @@ class RedisCommands:
 
     async def aadd(self: _Clients, key: str, value: bytes, ttl_seconds: float | None) -> bool:
         client = self.async_client
-        with self._refusals_for_size(len(value)):
+        async with self._arefusals_for_size(len(value)):
             return bool(await client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
 
     async def aget_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
@@ -169,7 +170,7 @@ class RedisCommands:
     async def aset_many(
         self: _Clients, items: Mapping[str, bytes], ttl_seconds: float | None
     ) -> None:
-        with self._refusals_for_size(_largest(items)):
+        async with self._arefusals_for_size(_largest(items)):
             await _set_pipeline(self.async_client, items, ttl_seconds).execute()
 
     async def adelete_many(self: _Clients, keys: Sequence[str]) -> int:
