@@ -720,8 +720,10 @@ STAGES = (
                 "blocking pool): breaker admission and outcome, key prefix, stats, the "
                 "per-command I/O deadline and the pool queue. Measured twice, with "
                 "redis-server and the client pinned (`os.sched_setaffinity`, every thread) "
-                "to one shared vCPU and to two separate vCPUs. The stable figure: it does "
-                "not depend on the round trip.",
+                "to one shared vCPU and to two separate vCPUs. It does not depend on the "
+                "round trip, but it is the difference of two ~100 µs medians: a few µs of "
+                "noise either way, and it can come out negative (the library's connection "
+                "and pool classes do less per command than redis-py's blocking pool).",
             ),
             Figure(
                 "closed_get_raw_us",
