@@ -332,11 +332,12 @@ class RedisBackend(RedisCommands):
             class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
                 """Sentinel's master discovery with the blocking pool's bounded wait."""
 
-            # redis.sentinel is untyped; the client it returns is a plain redis.Redis.
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            # redis.sentinel was untyped before redis-py 8.2 (and is typed from it on):
+            # `unused-ignore` keeps mypy quiet at both ends of the supported range.
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 self.sentinel.sentinels, **self._sentinel_kwargs(kwargs)
             )
-            primary: SyncClient = sentinel.master_for(  # type: ignore[no-untyped-call]
+            primary: SyncClient = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
                 self.sentinel.service_name,
                 connection_pool_class=BlockingSentinelPool,
                 retry=no_retry,
@@ -408,8 +409,9 @@ class RedisBackend(RedisCommands):
             class BlockingSentinelPool(SentinelConnectionPool, aredis.BlockingConnectionPool):
                 """Sentinel's master discovery with the blocking pool's bounded wait."""
 
-            # redis.asyncio.sentinel is partly untyped; master_for gives a redis.asyncio.Redis.
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            # redis.asyncio.sentinel was partly untyped before redis-py 8.2 (see above);
+            # master_for gives a redis.asyncio.Redis.
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 self.sentinel.sentinels, **self._sentinel_kwargs(kwargs)
             )
             primary: AsyncClient = sentinel.master_for(
