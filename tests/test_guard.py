@@ -202,3 +202,134 @@ def test_a_rejection_answered_by_the_fallback_builds_no_error(
     finally:
         gc.enable()
     assert breaker.metrics()["rejected_calls"] - before == 200
+
+
+# --- what a new user tries first (issue 26) ----------------------------------------------
+
+
+@pytest.mark.parametrize("argument", ["record", "ignore"])
+def test_a_string_for_record_or_ignore_names_the_argument(argument: str) -> None:
+    with pytest.raises(TypeError) as info:
+        tr.breaker_guarded("pgmq", **{argument: "notaclass"})  # type: ignore[call-overload]
+    message = str(info.value)
+    assert f"{argument} takes exception classes or predicates" in message
+    assert "an iterable of them" in message
+    assert "'notaclass'" in message
+    assert "'n'" not in message  # not the string's first letter
+
+
+def test_a_non_matcher_inside_record_is_named() -> None:
+    with pytest.raises(TypeError, match=r"record takes exception classes .*, not 42$"):
+        tr.breaker_guarded("pgmq", record=[ConnectionError, 42])  # type: ignore[list-item]
+
+
+def test_a_single_class_or_predicate_needs_no_tuple(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search", record=ConnectionError, ignore=lambda exc: "soft" in str(exc))
+    def lookup(error: Exception) -> None:
+        raise error
+
+    for _ in range(5):
+        with pytest.raises(ValueError):
+            lookup(ValueError("not recorded"))
+        with pytest.raises(ConnectionError):
+            lookup(ConnectionError("soft failure, ignored"))
+    assert tr.get_breaker("search").metrics()["failed_calls"] == 0
+    for _ in range(tr.get_breaker("search").config.failure_threshold):
+        with pytest.raises(ConnectionError):
+            lookup(ConnectionError("down"))
+    assert tr.get_breaker("search").state == "open"
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "tasker_resilience.breaker" and record.levelname == "WARNING"
+    ]
+
+
+def test_a_bug_counting_toward_a_breaker_is_logged_once(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search", fallback=None)
+    def parse(text: str) -> int:
+        return int(text)
+
+    @tr.breaker_guarded("search", fallback=None)
+    async def other(text: str) -> int:
+        raise KeyError(text)
+
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"):
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                parse("x")
+    [message] = _warnings(caplog)
+    assert message.startswith("circuit breaker 'search' counted ValueError as a failure")
+    assert "counts every Exception by default" in message
+    assert "record=(...)" in message
+    assert "ignore=(ValueError,)" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(KeyError):
+        asyncio.run(other("k"))
+    assert _warnings(caplog) == []  # once per breaker, not per exception type
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError("refused"),
+        TimeoutError("slow"),
+        asyncio.TimeoutError(),
+        OSError("socket"),
+        Unavailable("named like one"),
+        type("TransportError", (Exception,), {})("a client library's own hierarchy"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_io_errors_count_without_a_warning(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture, error: Exception
+) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search")
+    def call() -> None:
+        raise error
+
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(type(error)):
+        call()
+    assert tr.get_breaker("search").metrics()["failed_calls"] == 1
+    assert _warnings(caplog) == []
+
+
+def test_no_warning_when_record_says_what_counts(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search", record=(ValueError,))
+    def parse(text: str) -> int:
+        return int(text)
+
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(ValueError):
+        parse("x")
+    assert tr.get_breaker("search").metrics()["failed_calls"] == 1
+    assert _warnings(caplog) == []
+
+
+def test_an_ignored_exception_is_not_warned_about(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search", ignore=KeyError)
+    def lookup(key: str) -> str:
+        raise KeyError(key)
+
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(KeyError):
+        lookup("k")
+    assert _warnings(caplog) == []
+    assert tr.get_breaker("search").metrics()["failed_calls"] == 0
