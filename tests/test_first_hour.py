@@ -3,6 +3,7 @@ work, and the errors point at the fix."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -312,3 +313,33 @@ def test_health_says_which_server_it_checks_and_why(tmp_path: Path) -> None:
     assert "s3cret" not in result.stderr + result.stdout
     # An in-process cache has no server to name: nothing is added.
     assert run_cli("health").stderr == ""
+
+
+# --- the docs and the type checks ----------------------------------------------------------------
+
+
+def test_make_lint_type_checks_the_typing_tests() -> None:
+    # `make lint` runs bare `mypy`: the files it checks are pyproject's [tool.mypy] files.
+    from .conftest import REPO_ROOT
+
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    files = re.search(r"(?m)^\[tool\.mypy\][^[]*?^files = (\[.*\])$", pyproject)
+    assert files is not None
+    assert '"tests/typecheck"' in files.group(1)
+    checks = sorted(path.name for path in (REPO_ROOT / "tests" / "typecheck").glob("check_*.py"))
+    assert checks == ["check_cached_types.py", "check_guard_types.py"]
+
+
+def test_the_docs_show_the_forms_people_try_first() -> None:
+    from .conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    guide = (REPO_ROOT / "docs" / "guides" / "caching.md").read_text(encoding="utf-8")
+    for text in (readme, guide):
+        assert re.search(r"(?m)^@tr\.cached(  #.*)?$", text)  # bare, like functools.cache
+        assert re.search(r"(?m)^@tr\.breaker_guarded\(\"\w+\", fallback=None\)", text)
+        assert re.search(r"(?i)by default every `Exception`", text)
+        assert "int | None" in text
+        assert "timedelta" in text
+    assert "default=..." in guide
+    assert "default=None" in readme

@@ -1,4 +1,4 @@
-""""Did you mean ...?": the known names a misspelt or shortened one most likely meant.
+"""Suggestions for unknown names: the known names a misspelt or shortened one most likely meant.
 
 A name is offered when the unknown word is within an edit or two of it (one for words
 of up to four letters, where two edits reach too many names; only the nearest are
