@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -278,58 +280,41 @@ def test_a_bug_counting_toward_a_breaker_is_logged_once(
     assert _warnings(caplog) == []  # once per breaker, not per exception type
 
 
+_TransportError = type("TransportError", (Exception,), {})  # a client library's own
+
+
 @pytest.mark.parametrize(
-    "error",
+    ("options", "error", "failed"),
     [
-        ConnectionRefusedError("refused"),
-        TimeoutError("slow"),
-        asyncio.TimeoutError(),
-        OSError("socket"),
-        Unavailable("named like one"),
-        type("TransportError", (Exception,), {})("a client library's own hierarchy"),
+        ({}, ConnectionRefusedError("refused"), 1),
+        ({}, TimeoutError("slow"), 1),
+        ({}, asyncio.TimeoutError(), 1),
+        ({}, OSError("socket"), 1),
+        ({}, Unavailable("named like one"), 1),
+        ({}, _TransportError("a client library's own hierarchy"), 1),
+        ({"record": (ValueError,)}, ValueError("chosen: counts, no advice needed"), 1),
+        ({"ignore": KeyError}, KeyError("ignored: does not count"), 0),
     ],
-    ids=lambda error: type(error).__name__,
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
 )
-def test_io_errors_count_without_a_warning(
-    clock: ManualClock, caplog: pytest.LogCaptureFixture, error: Exception
+def test_no_warning_for_io_errors_or_when_the_caller_chose(
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    options: dict[str, Any],
+    error: Exception,
+    failed: int,
 ) -> None:
     configure_for_tests(clock=clock)
 
-    @tr.breaker_guarded("search")
+    guard: Callable[[Callable[[], None]], Callable[[], None]] = tr.breaker_guarded(
+        "search", **options
+    )
+
+    @guard
     def call() -> None:
         raise error
 
     with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(type(error)):
         call()
-    assert tr.get_breaker("search").metrics()["failed_calls"] == 1
+    assert tr.get_breaker("search").metrics()["failed_calls"] == failed
     assert _warnings(caplog) == []
-
-
-def test_no_warning_when_record_says_what_counts(
-    clock: ManualClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    configure_for_tests(clock=clock)
-
-    @tr.breaker_guarded("search", record=(ValueError,))
-    def parse(text: str) -> int:
-        return int(text)
-
-    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(ValueError):
-        parse("x")
-    assert tr.get_breaker("search").metrics()["failed_calls"] == 1
-    assert _warnings(caplog) == []
-
-
-def test_an_ignored_exception_is_not_warned_about(
-    clock: ManualClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    configure_for_tests(clock=clock)
-
-    @tr.breaker_guarded("search", ignore=KeyError)
-    def lookup(key: str) -> str:
-        raise KeyError(key)
-
-    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(KeyError):
-        lookup("k")
-    assert _warnings(caplog) == []
-    assert tr.get_breaker("search").metrics()["failed_calls"] == 0
