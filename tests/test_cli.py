@@ -62,7 +62,7 @@ def test_help_lists_the_three_commands() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "the following arguments are required: COMMAND"),
+        ((), "a COMMAND is required: one of drill, health, config"),
         (("explode",), "invalid choice: 'explode'"),
         (("drill", "--rate", "-5"), "'-5' must be greater than 0"),
         (("drill", "--failure-threshold", "two"), "'two' is not a number"),

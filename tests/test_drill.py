@@ -172,6 +172,9 @@ def test_the_report_table_and_json(in_process_run: tuple[DrillReport, str]) -> N
     data = json.loads(json.dumps(report.to_json()))
     assert data["ok"] is True
     assert [phase["name"] for phase in data["phases"]] == PHASES
+    # --json carries the comparison the text prints under the table, not "summary": [].
+    assert data["summary"][0].startswith("Same outage without the breaker")
+    assert all(line in text for line in data["summary"])
 
 
 class _Terminal(io.StringIO):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -202,3 +204,117 @@ def test_a_rejection_answered_by_the_fallback_builds_no_error(
     finally:
         gc.enable()
     assert breaker.metrics()["rejected_calls"] - before == 200
+
+
+# --- what a new user tries first (issue 26) ----------------------------------------------
+
+
+@pytest.mark.parametrize("argument", ["record", "ignore"])
+def test_a_string_for_record_or_ignore_names_the_argument(argument: str) -> None:
+    with pytest.raises(TypeError) as info:
+        tr.breaker_guarded("pgmq", **{argument: "notaclass"})  # type: ignore[call-overload]
+    message = str(info.value)
+    assert f"{argument} takes exception classes or predicates" in message
+    assert "an iterable of them" in message
+    assert "'notaclass'" in message
+    assert "'n'" not in message  # not the string's first letter
+
+
+def test_a_non_matcher_inside_record_is_named() -> None:
+    with pytest.raises(TypeError, match=r"record takes exception classes .*, not 42$"):
+        tr.breaker_guarded("pgmq", record=[ConnectionError, 42])  # type: ignore[list-item]
+
+
+def test_a_single_class_or_predicate_needs_no_tuple(clock: ManualClock) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search", record=ConnectionError, ignore=lambda exc: "soft" in str(exc))
+    def lookup(error: Exception) -> None:
+        raise error
+
+    for _ in range(5):
+        with pytest.raises(ValueError):
+            lookup(ValueError("not recorded"))
+        with pytest.raises(ConnectionError):
+            lookup(ConnectionError("soft failure, ignored"))
+    assert tr.get_breaker("search").metrics()["failed_calls"] == 0
+    for _ in range(tr.get_breaker("search").config.failure_threshold):
+        with pytest.raises(ConnectionError):
+            lookup(ConnectionError("down"))
+    assert tr.get_breaker("search").state == "open"
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "tasker_resilience.breaker" and record.levelname == "WARNING"
+    ]
+
+
+def test_a_bug_counting_toward_a_breaker_is_logged_once(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_for_tests(clock=clock)
+
+    @tr.breaker_guarded("search", fallback=None)
+    def parse(text: str) -> int:
+        return int(text)
+
+    @tr.breaker_guarded("search", fallback=None)
+    async def other(text: str) -> int:
+        raise KeyError(text)
+
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"):
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                parse("x")
+    [message] = _warnings(caplog)
+    assert message.startswith("circuit breaker 'search' counted ValueError as a failure")
+    assert "counts every Exception by default" in message
+    assert "record=(...)" in message
+    assert "ignore=(ValueError,)" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(KeyError):
+        asyncio.run(other("k"))
+    assert _warnings(caplog) == []  # once per breaker, not per exception type
+
+
+_TransportError = type("TransportError", (Exception,), {})  # a client library's own
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "failed"),
+    [
+        ({}, ConnectionRefusedError("refused"), 1),
+        ({}, TimeoutError("slow"), 1),
+        ({}, asyncio.TimeoutError(), 1),
+        ({}, OSError("socket"), 1),
+        ({}, Unavailable("named like one"), 1),
+        ({}, _TransportError("a client library's own hierarchy"), 1),
+        ({"record": (ValueError,)}, ValueError("chosen: counts, no advice needed"), 1),
+        ({"ignore": KeyError}, KeyError("ignored: does not count"), 0),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_no_warning_for_io_errors_or_when_the_caller_chose(
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    options: dict[str, Any],
+    error: Exception,
+    failed: int,
+) -> None:
+    configure_for_tests(clock=clock)
+
+    guard: Callable[[Callable[[], None]], Callable[[], None]] = tr.breaker_guarded(
+        "search", **options
+    )
+
+    @guard
+    def call() -> None:
+        raise error
+
+    with caplog.at_level("WARNING", logger="tasker_resilience.breaker"), pytest.raises(type(error)):
+        call()
+    assert tr.get_breaker("search").metrics()["failed_calls"] == failed
+    assert _warnings(caplog) == []

@@ -25,6 +25,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from tasker_resilience import _resilience
@@ -180,12 +181,15 @@ def _current_cache() -> CacheProvider:
     return current().cache if cache is None else cache
 
 
-def _checked_ttl(ttl: float | None) -> float | None:
+def _checked_ttl(ttl: float | timedelta | None) -> float | None:
     return None if ttl is None else checked_ttl(ttl, "@cached ttl")
 
 
+@overload
+def cached(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+@overload
 def cached(
-    ttl: float | None = None,
+    ttl: float | timedelta | None = None,
     *,
     namespace: str = "default",
     key: Callable[..., Any] | None = None,
@@ -193,10 +197,21 @@ def cached(
     version: str | int = "1",
     serializer: str | Serializer | None = None,
     shared: bool = False,
-) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+def cached(
+    ttl: float | timedelta | Callable[P, R] | None = None,
+    *,
+    namespace: str = "default",
+    key: Callable[..., Any] | None = None,
+    condition: Callable[[Any], bool] | None = None,
+    version: str | int = "1",
+    serializer: str | Serializer | None = None,
+    shared: bool = False,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]] | CachedFunction[P, R]:
     """Cache a function's results (plain or ``async def``) in ``res.cache``.
 
-    ``ttl`` seconds per entry (``default_ttl_seconds`` when None). The key is
+    ``@cached`` alone, like ``functools.cache``, uses every default. ``ttl`` in
+    seconds or a ``timedelta`` per entry (``default_ttl_seconds`` when None). The key is
     ``key_prefix:namespace:module.qualname:version:digest(args)``; ``key`` replaces
     the digest with ``key(*args, **kwargs)`` (a string is used as is, anything else
     is digested). ``condition(result)`` decides whether a result is stored (all are by
@@ -211,6 +226,9 @@ def cached(
     every caller, which is faster for large results but only safe when no caller
     mutates them. Redis hits are decoded per call in either mode.
     """
+    if callable(ttl):
+        # Bare ``@cached``: the function arrived where the TTL goes.
+        return cached()(ttl)
     if not isinstance(shared, bool):
         raise TypeError(f"@cached shared must be True or False, not {shared!r}")
     ttl = _checked_ttl(ttl)

@@ -9,6 +9,7 @@ is closed, open or half-open, and never reaches the backend as a raw
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Final
 
 __all__ = ["MAX_TTL_SECONDS", "checked_key", "checked_ttl", "key_error"]
@@ -17,16 +18,18 @@ MAX_TTL_SECONDS: Final = 100 * 365 * 24 * 3600
 """The longest TTL accepted (100 years): longer ones overflow Redis's expiry clock."""
 
 
-def checked_ttl(ttl: float, what: str = "ttl") -> float:
-    """``ttl`` if it is a usable number of seconds; else TypeError/ValueError."""
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {ttl!r}")
-    if not (ttl > 0 and math.isfinite(ttl)) or ttl > MAX_TTL_SECONDS:
+def checked_ttl(ttl: float | timedelta, what: str = "ttl") -> float:
+    """``ttl`` in seconds if it is a usable number of seconds or a ``timedelta``; else
+    TypeError/ValueError."""
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, not {ttl!r}")
+    if not (seconds > 0 and math.isfinite(seconds)) or seconds > MAX_TTL_SECONDS:
         raise ValueError(
             f"{what} must be a number of seconds greater than 0 and at most "
             f"{MAX_TTL_SECONDS} (100 years), not {ttl!r}"
         )
-    return ttl
+    return seconds
 
 
 def key_error(key: object, what: str = "cache keys") -> Exception | None:

@@ -24,6 +24,7 @@ decision (``_fetch``/``_afetch``, ``_write``/``_awrite``); the twins differ only
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from tasker_resilience._breakers.breaker import CLOSED, OPEN, Breaker, StateName
@@ -283,7 +284,7 @@ class CacheProvider:
 
     # --- shared decisions -----------------------------------------------------------------
 
-    def _ttl(self, ttl: float | None) -> float:
+    def _ttl(self, ttl: float | timedelta | None) -> float:
         return self._default_ttl if ttl is None else checked_ttl(ttl)
 
     def _read(
@@ -478,7 +479,7 @@ class CacheProvider:
         like a failed one. The breaker saw it as neutral (neither success nor failure)."""
         self._remember(undo)
 
-    def _store(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
+    def _store(self, key: str, data: bytes, ttl: float | timedelta | None, remember: bool) -> None:
         full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
         undo = (Step(DELETE, full),) if remember else ()
         near = self._near
@@ -489,20 +490,22 @@ class CacheProvider:
         result = self._write(SET, undo, lambda: backend.set(full, data, seconds), UNAVAILABLE)
         self._near_stored(full, token, data, seconds, result)
 
-    def get(self, key: str) -> Any:
-        """The value under ``key``, or None: absent, circuit open, or backend failing."""
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` on a miss: absent, circuit open, or
+        backend failing. A stored ``None`` is a value, as with ``dict.get``."""
         breaker = self._read_breaker
         # The state read first: a closed circuit pays two attribute reads for this.
         if breaker is not None and breaker._state is OPEN and self._skips_read_of(key):
-            return None
+            return default
         if self._get_entry is None and self._near is None:
             # A distributed backend without a near tier: _read's own choice, made here
             # (a frame less on the path of every remote read).
-            return self._finish_get(self._fetch(key), self._serializer, False, None)
-        return self._read(key, self._serializer, False, None)
+            return self._finish_get(self._fetch(key), self._serializer, False, default)
+        return self._read(key, self._serializer, False, default)
 
-    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store ``value`` for ``ttl`` seconds (``default_ttl_seconds`` when None).
+    def set(self, key: str, value: Any, ttl: float | timedelta | None = None) -> None:
+        """Store ``value`` for ``ttl`` (seconds or a ``timedelta``; ``default_ttl_seconds``
+        when None).
 
         Raises :class:`SerializationError` (a ``TypeError``) for a value the serializer
         cannot store, whatever the circuit state. A set that cannot reach the backend is
@@ -653,7 +656,9 @@ class CacheProvider:
         self._stats.count(op, "ok")
         return result
 
-    async def _astore(self, key: str, data: bytes, ttl: float | None, remember: bool) -> None:
+    async def _astore(
+        self, key: str, data: bytes, ttl: float | timedelta | None, remember: bool
+    ) -> None:
         full, seconds, backend = self._full_key(key), self._ttl(ttl), self._backend
         undo = (Step(DELETE, full),) if remember else ()
         near = self._near
@@ -684,16 +689,16 @@ class CacheProvider:
             return self._near_end(full, token, raw, serializer, enveloped, miss)
         return self._finish_get(await self._afetch(key), serializer, enveloped, miss)
 
-    async def aget(self, key: str) -> Any:
+    async def aget(self, key: str, default: Any = None) -> Any:
         """Async :meth:`get`."""
         breaker = self._read_breaker
         if breaker is not None and breaker._state is OPEN and self._skips_read_of(key):
-            return None
+            return default
         if self._get_entry is None and self._near is None:  # as in get
-            return self._finish_get(await self._afetch(key), self._serializer, False, None)
-        return await self._aread(key, self._serializer, False, None)
+            return self._finish_get(await self._afetch(key), self._serializer, False, default)
+        return await self._aread(key, self._serializer, False, default)
 
-    async def aset(self, key: str, value: Any, ttl: float | None = None) -> None:
+    async def aset(self, key: str, value: Any, ttl: float | timedelta | None = None) -> None:
         """Async :meth:`set`."""
         await self._astore(key, self._serializer.dumps(value), ttl, True)
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tasker_resilience._config.redact import REDACTED, redact_url
+from tasker_resilience._config.suggest import did_you_mean
 from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
@@ -179,8 +180,7 @@ class Settings:
 
 
 def _suggest(word: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(word, choices)
 
 
 class _Table:
@@ -262,6 +262,19 @@ def _bool(key: str, value: object) -> bool:
 
 
 def _text(key: str, value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # TASKER_COMMON__CACHE__KEY_PREFIX=123 arrives as the int 123: its digits are
+        # the text that was meant (a float or a boolean may not be: "1e3", "True").
+        value = str(value)
+    if isinstance(value, (bool, float)):
+        variable = "TASKER_" + key.upper().replace(".", "__")
+        typed = str(value).lower() if isinstance(value, bool) else str(value)
+        raise ConfigurationError(
+            key,
+            value,
+            "a non-empty string; a TASKER_ variable that reads as a number or true/false "
+            f"needs quotes inside the value, e.g. {variable}='\"{typed}\"'",
+        )
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(key, value, "a non-empty string")
     return value.strip()
@@ -525,6 +538,14 @@ def plugin_modules(raw: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+BACKEND_REGISTRATION = (
+    "a backend of your own is known once tr.register_backend(name, factory) runs in a "
+    "module listed in common.cache.plugins (or given to the CLI's --import MODULE), or "
+    "through an entry point in the group tasker_resilience.cache_backends"
+)
+"""How a backend name becomes known: the end of every unknown-backend error."""
+
+
 def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
     key = "common.cache"
     table = _table(key, raw)
@@ -548,7 +569,7 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
             f"{key}.backend",
             backend,
             f"a registered cache backend{_suggest(backend, known_backends)}; "
-            f"known: {', '.join(sorted(known_backends))}",
+            f"known: {', '.join(sorted(known_backends))}; {BACKEND_REGISTRATION}",
         )
     # After the backend: an unknown backend's own table is best explained by that.
     tables = (*_CACHE_TABLES, *known_backends)

@@ -18,10 +18,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tasker_resilience._config.redact import REDACTED, redact_url
 from tasker_resilience._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tasker_resilience._config.layers import LoadedSettings
+    from tasker_resilience._config.schema import Settings
 
 __all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_UNHEALTHY", "EXIT_USAGE", "main"]
 
@@ -41,6 +45,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse prints the whole usage block; one line says enough and points on.
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # The command is optional to argparse, so an unknown flag (`--bogus`) is named
+        # first; a missing command is reported here, after that.
+        parsed = super().parse_args(args, namespace)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and (
+                getattr(parsed, action.dest) is None
+            ):
+                self.error(f"a COMMAND is required: one of {', '.join(action.choices)}")
+        return parsed
 
 
 def _positive(kind: type[float] | type[int]) -> Any:
@@ -68,7 +83,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log breaker transitions")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
 
     defaults = _drill.DrillOptions()
     drill = commands.add_parser(
@@ -266,9 +280,11 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from tasker_resilience._resilience import configure
+    from tasker_resilience._resilience import configure, load_validated
 
     _import_requested(args)
+    # Said before configure(), whose start-up check pings that server (and may warn).
+    _say_what_is_checked(*load_validated(args.env, root=args.root))
     res = configure(env=args.env, root=args.root)
     if not args.serve:
         report = res.health()
@@ -294,6 +310,27 @@ def _health(args: argparse.Namespace) -> int:
     finally:
         res.close()
     return EXIT_OK
+
+
+_URL_KEY = "common.cache.redis.url"
+
+
+def _say_what_is_checked(loaded: LoadedSettings, settings: Settings) -> None:
+    """One stderr line naming the server the report pings (password masked) and the
+    layer its URL came from: with no settings at all it is a default nobody typed."""
+    cache = settings.cache
+    if not cache.enabled or cache.backend not in ("redis", "dragonfly"):
+        return  # in-process or a user's backend: no URL of ours to name
+    source = _source(_URL_KEY, loaded.sources, loaded.root)
+    if source == "default":
+        variable = "TASKER_" + _URL_KEY.upper().replace(".", "__")
+        source = f"the built-in default; set {_URL_KEY} or {variable} to check another"
+    print(
+        f"{PROG} health: checking the {cache.backend} cache at {redact_url(cache.redis.url)} "
+        f"({_URL_KEY} from {source})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # --- config ----------------------------------------------------------------------------
@@ -382,7 +419,7 @@ def _source_files(files: Sequence[Path], root: Path) -> list[str]:
 
 def _check_drill_url(parser: argparse.ArgumentParser, url: str) -> None:
     """``drill --url`` takes a cache URL; anything else is a usage error (exit 2)."""
-    from tasker_resilience._config.schema import REDIS_URL_SCHEMES
+    from tasker_resilience._config.schema import REDIS_URL_SCHEMES, parse_redis_config
 
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in REDIS_URL_SCHEMES:
@@ -390,6 +427,12 @@ def _check_drill_url(parser: argparse.ArgumentParser, url: str) -> None:
             f"--url {redact_url(url)!r} is not a cache URL; accepted schemes: "
             + ", ".join(f"{name}://" for name in REDIS_URL_SCHEMES)
         )
+    try:
+        # The settings' own URL checks (port 1-65535, a host, database 0-15...): a URL
+        # that could never be reached is a bad argument, not an unreachable server.
+        parse_redis_config({"url": url}, "--url")
+    except ConfigurationError as exc:
+        parser.error(f"--url {redact_url(url)!r} is not valid: {exc.allowed}")
 
 
 # --- entry point -----------------------------------------------------------------------

@@ -54,3 +54,8 @@ def __getattr__(name: str) -> Any:
 
         return BackendConformance
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazily imported names too, so editors, dir() and help() list them.
+    return sorted({*globals(), *__all__})

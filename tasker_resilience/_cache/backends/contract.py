@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
+from tasker_resilience._config.schema import BACKEND_REGISTRATION
 from tasker_resilience._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -309,5 +310,6 @@ def backend_factory(name: str) -> BackendFactory:
             loaded: BackendFactory = ep.load()
             return loaded
     raise LookupError(
-        f"unknown cache backend {name!r}; known: {', '.join(sorted(known_backend_names()))}"
+        f"unknown cache backend {name!r}; known: {', '.join(sorted(known_backend_names()))}; "
+        f"{BACKEND_REGISTRATION}"
     )

@@ -53,7 +53,8 @@ class DrillReport:
     closed_again: bool = False
     notes: list[str] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
-    """Topology drills: what each outage cost, in place of the single-server comparison."""
+    """Topology drills: what each outage cost, in place of the single-server comparison
+    (``--json`` gives the comparison's lines here for the other drills)."""
 
     @property
     def ok(self) -> bool:
@@ -65,6 +66,8 @@ class DrillReport:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
+        # The lines the text report prints under the table: never an empty list.
+        data["summary"] = self.summary or _comparison_lines(self)
         return data
 
 
