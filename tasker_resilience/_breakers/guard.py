@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from tasker_resilience import _resilience
 from tasker_resilience._breakers.breaker import Breaker, StateName
 from tasker_resilience._breakers.policy import ExceptionMatcher, FailurePolicy, failure_policy
+from tasker_resilience._breakers.registry import declare_guarded
 from tasker_resilience._resilience import Resilience, current
 
 __all__ = ["NO_FALLBACK", "BreakerHandle", "breaker_guarded"]
@@ -93,10 +94,12 @@ def breaker_guarded(
     that trips the breaker raises its own exception, so the caller sees what went
     wrong. ``record``/``ignore`` (exception classes or predicates) choose which
     exceptions count as failures for this function; by default every ``Exception``
-    counts and cancellation never does. The wrapper has ``.breaker``.
+    counts and cancellation never does. The wrapper has ``.breaker``. Decorating
+    declares ``name``: ``get_breaker(name)`` finds it from then on.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"breaker_guarded needs a breaker name, not {name!r}")
+    declare_guarded(name)
     policy: FailurePolicy | None = (
         None if record is None and not ignore else failure_policy(record, ignore)
     )
