@@ -255,14 +255,15 @@ def install_current(resilience: Resilience) -> None:
     with _current_lock:
         previous, _current = _current, resilience
     if previous is not None and previous is not resilience:
-        old_caches = previous.built_caches()
-        for name, new_cache in resilience.built_caches().items():
-            old_cache = old_caches.get(name)
-            if old_cache is not None:
-                # Invalidations the old cache could not apply (an outage) must survive a
-                # reconfiguration, or the recovered cache serves what they removed.
-                # Per name: each cache replays its own, on its own server.
-                new_cache.adopt_invalidations(old_cache)
+        # Invalidations an old cache could not apply (an outage) must survive a
+        # reconfiguration, or the recovered cache serves what they removed. Per name:
+        # each cache replays its own, on its own server.
+        for name, old_cache in previous.built_caches().items():
+            waiting = old_cache.pending_invalidations()
+            if not (waiting["pending"] or waiting["overflowed"]):
+                continue
+            if name in resilience.settings.caches or name in resilience.built_caches():
+                resilience.get_cache(name).adopt_invalidations(old_cache)
         previous.close()
 
 
