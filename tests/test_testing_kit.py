@@ -286,7 +286,7 @@ def test_a_test_that_reaches_the_settings_cache_server_gets_one_warning(
     pytester.makepyfile(test_forgetful=FORGETFUL_TESTS.replace("URL", private_server.url))
     pytester.makefile(
         ".toml",
-        settings=f'[common.cache]\nbackend = "redis"\n[common.cache.redis]\nurl = "{private_server.url}"\n',
+        settings=f'[common.cache]\nbackend = "redis"\nredis = {{url = "{private_server.url}"}}\n',
     )
     pytester.makeconftest(
         "import pytest\nfrom tasker_resilience.testing import reset\n\n"
@@ -298,7 +298,8 @@ def test_a_test_that_reaches_the_settings_cache_server_gets_one_warning(
     result.assert_outcomes(passed=5, warnings=2)
     text = result.stdout.str()
     assert text.count("RealCacheServerWarning") == 2  # once per test, however many calls
-    assert "test_without_the_fixture" in text and "test_also_without_the_fixture" in text
+    assert "test_without_the_fixture" in text
+    assert "test_also_without_the_fixture" in text
     for name in ("test_with_the_fixture", "test_with_configure_for_tests", "on_purpose"):
         assert name not in text.split("warnings summary")[-1], name
     assert (
