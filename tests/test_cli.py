@@ -150,6 +150,11 @@ def test_health_serve_answers_http_then_stops_cleanly(stop: signal.Signals) -> N
         assert report["status"] == "healthy"
         with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
             assert b"tasker_resilience_breaker_state" in response.read()
+        for path, body in (("/livez", {"status": "alive"}), ("/readyz", None)):
+            with urllib.request.urlopen(f"{base}{path}", timeout=10) as response:
+                assert response.status == 200
+                answer = json.loads(response.read())
+            assert body is None or answer == body
         process.send_signal(stop)
         stdout, stderr = process.communicate(timeout=10)
     finally:

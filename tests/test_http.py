@@ -172,17 +172,19 @@ def test_an_open_non_critical_breaker_answers_200_degraded(
 def test_livez_answers_without_reading_settings_or_breakers(
     serve: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    res = configure_for_tests()
-    base = serve(res)
+    from tasker_resilience import _resilience
 
-    def refuse(*args: object) -> None:
-        raise AssertionError("/livez read the breakers")
+    def broken(*args: object, **kwargs: object) -> None:
+        raise tr.ConfigurationError("common.cache.backend", "x", "a test that breaks settings")
 
-    monkeypatch.setattr(res.breakers, "snapshot", refuse)
+    # No process-wide Resilience, and none can be configured: only /livez can answer.
+    monkeypatch.setattr(_resilience, "configure", broken)
+    base = serve(None)
     reply = request(base, "GET", "/livez")
     assert (reply.status, reply.json()) == (200, {"status": "alive"})
     assert request(base, "HEAD", "/livez").body == b""
-    assert request(base, "GET", "/health").status == 503  # the report did read them
+    assert request(base, "GET", "/health").status == 503  # the report had to configure
+    assert request(base, "GET", "/readyz").status == 503
 
 
 def test_health_requests_never_change_a_breakers_counts(serve: Callable[..., str]) -> None:

@@ -283,7 +283,11 @@ def _health(args: argparse.Namespace) -> int:
     from tasker_resilience._operations.http import serve
 
     def ready(base_url: str) -> None:
-        print(f"serving {base_url}/health and {base_url}/metrics (Ctrl-C to stop)", flush=True)
+        print(
+            f"serving {base_url}/health and {base_url}/metrics (also /livez and /readyz; "
+            "Ctrl-C to stop)",
+            flush=True,
+        )
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:

@@ -606,3 +606,46 @@ def test_each_alias_has_its_own_breaker_and_health_shows_each(
         assert report["caches"]["django_default"]["circuit_state"] == "closed"
         assert report["caches"]["django_default"]["healthy"] is True
     second_private_server.thaw()
+
+
+def test_the_django_views_over_real_http(django_settings: Any) -> None:
+    import http.client
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    critical = {"task_readiness": {"critical": True}}
+    res = configure_for_tests({"common": {"circuit_breakers": {"component_configs": critical}}})
+    server = make_server("127.0.0.1", 0, WSGIHandler(), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+
+    def get(path: str) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        try:
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            return reply.status, json.loads(reply.read())
+        finally:
+            conn.close()
+
+    try:
+        res.breakers.get("pgmq").force_open()  # not critical: degraded, still ready
+        status, report = get("/ops/health")
+        assert (status, report["status"]) == (200, "degraded")
+        assert _comparable(report) == _comparable(res.health())
+        assert get("/ops/readyz")[0] == 200
+        res.breakers.get("task_readiness").force_open()  # critical: out of rotation
+        status, report = get("/ops/health")
+        assert (status, report["status"]) == (503, "unhealthy")
+        status, ready = get("/ops/readyz")
+        assert (status, list(ready["circuit_breakers"])) == (503, ["task_readiness"])
+        assert get("/ops/livez") == (200, {"status": "alive"})
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
