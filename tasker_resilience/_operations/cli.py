@@ -352,6 +352,8 @@ def _config(args: argparse.Namespace) -> int:
         prefix = "common.cache" if name == "default" else f"common.caches.{name}"
         section: dict[str, Any] = {}
         _effective(cache, prefix, section)
+        if name != "default":
+            del section[f"{prefix}.plugins"]  # read from [common.cache] only
         # backend_options repeats the backend's own table under a generic name; show it
         # under its real key (common.cache.<backend>) where a user would look for it.
         options = f"{prefix}.backend_options."

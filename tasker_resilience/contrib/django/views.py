@@ -9,6 +9,8 @@ network call), so each alias's cache and breaker appear in the report from the s
 
 from __future__ import annotations
 
+import logging
+
 from django.http import HttpRequest, HttpResponse
 
 from tasker_resilience._operations.http import (
@@ -24,12 +26,23 @@ __all__ = ["health_view", "livez_view", "metrics_view", "readyz_view"]
 
 # One instance: it keeps the Prometheus registry of the /metrics view.
 _endpoints = Endpoints(None)
+_log = logging.getLogger("tasker_resilience.contrib.django")
+
+
+def _bind_aliases() -> None:
+    try:
+        bind_caches()
+    except Exception as exc:
+        # The report goes on without the alias: a health view must answer. The alias's
+        # own calls raise the same error, where it belongs. Only the type: the message
+        # may hold a URL.
+        _log.warning("a ResilientCache alias could not be bound for health: %s", type(exc))
 
 
 def _respond(request: HttpRequest, path: str) -> HttpResponse:
     method = str(request.method or "GET").upper()
     if path != LIVE_PATH:
-        bind_caches()
+        _bind_aliases()
     response = _endpoints.handle(method, path, request.headers.get("Accept"))
     body = b"" if method == "HEAD" else response.body
     reply = HttpResponse(body, status=response.status, content_type=response.content_type)
