@@ -311,7 +311,7 @@ def measure_closed_cpu(
     backend = _Answering(raw)
     provider = CacheProvider(
         backend,  # type: ignore[arg-type]  # the two operations a closed get uses
-        breaker=res.breakers.get("bench-cpu"),
+        breaker=res.breakers.get("bench-cpu", create=True),
         key_prefix="bench",
         serializer="json",
     )

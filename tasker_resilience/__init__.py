@@ -6,6 +6,9 @@ res = tr.configure()                       # layered settings for $TASKER_ENV
 
 @tr.breaker_guarded("pgmq", fallback=None)
 def publish(message: dict) -> str: ...
+
+@tr.cached(ttl=600, cache="sessions")     # a [common.caches.sessions] cache
+def load_session(token: str) -> dict: ...
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from tasker_resilience._config.schema import (
 from tasker_resilience._errors import CircuitOpenError, ConfigurationError
 from tasker_resilience._operations.http import health_asgi_app, health_wsgi_app
 from tasker_resilience._operations.metrics import register_metrics
-from tasker_resilience._resilience import Resilience, configure, current, get_breaker
+from tasker_resilience._resilience import (
+    Resilience,
+    configure,
+    current,
+    get_breaker,
+    get_cache,
+)
 
 __all__ = [
     "Breaker",
@@ -59,6 +68,7 @@ __all__ = [
     "current",
     "failure_policy",
     "get_breaker",
+    "get_cache",
     "glob_to_regex",
     "health_asgi_app",
     "health_wsgi_app",

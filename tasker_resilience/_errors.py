@@ -6,13 +6,18 @@ __all__ = ["CircuitOpenError", "ConfigurationError"]
 
 
 class ConfigurationError(ValueError):
-    """Settings that cannot be used: names the key, the value and what is allowed."""
+    """Settings that cannot be used: names the key, the value and what is allowed.
 
-    def __init__(self, key: str, value: object, allowed: str) -> None:
+    ``message`` replaces the ``key = value is not valid: allowed`` sentence where it
+    does not fit (a settings file that is not valid TOML names a file and a line)."""
+
+    def __init__(
+        self, key: str, value: object, allowed: str, *, message: str | None = None
+    ) -> None:
         self.key = key
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{key} = {value!r} is not valid: {allowed}")
+        super().__init__(message or f"{key} = {value!r} is not valid: {allowed}")
 
 
 class CircuitOpenError(RuntimeError):

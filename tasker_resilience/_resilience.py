@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Mapping
 from os import PathLike
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from tasker_resilience._breakers.breaker import Breaker, Clock
@@ -17,10 +18,14 @@ from tasker_resilience._cache.backends.contract import (
 )
 from tasker_resilience._config.layers import LoadedSettings, load_settings
 from tasker_resilience._config.schema import (
+    CACHE_BREAKER,
+    DEFAULT_CACHE,
     PLUGINS_KEY,
     Settings,
+    cache_breaker_name,
     parse_settings,
     plugin_modules,
+    suggest,
 )
 from tasker_resilience._errors import ConfigurationError
 
@@ -32,6 +37,7 @@ __all__ = [
     "configure",
     "current",
     "get_breaker",
+    "get_cache",
     "install_current",
     "load_validated",
     "reset_current",
@@ -39,10 +45,13 @@ __all__ = [
 
 
 class Resilience:
-    """Settings, the breaker registry and the cache provider of one process.
+    """Settings, the breaker registry and the caches of one process.
 
     Build it with :func:`configure`; decorators find the process-wide one through
-    :func:`current`.
+    :func:`current`. Each cache (``default`` from ``[common.cache]``, one per
+    ``[common.caches.<name>]``, and those integrations attach) has a provider, a
+    breaker, a replay list and a near tier of its own; they share nothing but the
+    settings they were read from.
     """
 
     def __init__(
@@ -61,32 +70,97 @@ class Resilience:
         self.breakers = BreakerRegistry(
             settings.circuit_breakers, clock=clock, storage_factory=storage_factory
         )
+        for name in settings.caches:
+            if name != DEFAULT_CACHE:
+                # Known before first use; without an entry of its own it takes the
+                # `cache` breaker's config.
+                self.breakers.declare(cache_breaker_name(name), like=CACHE_BREAKER)
         # Configured components exist from the start, so health lists them before
         # their first call.
         for name in settings.circuit_breakers.component_configs:
             self.breakers.get(name)
+        # The default cache, also in _caches: @cached's hot path reads this attribute.
         self._cache: CacheProvider | None = None
+        self._caches: dict[str, CacheProvider] = {}
         self._cache_lock = threading.Lock()
         # None: the factory registered for settings.cache.backend (tests inject fakes).
+        # Only the default cache uses an injected factory.
         self._backend_factory = backend_factory
 
     @property
     def cache(self) -> CacheProvider:
-        """The breaker-guarded cache (built on first use; ``configure()`` builds it)."""
+        """The ``default`` cache (``[common.cache]``), built on first use;
+        ``configure()`` builds it."""
         cache = self._cache
-        if cache is None:
-            with self._cache_lock:
-                if self._cache is None:
-                    from tasker_resilience._cache.provider import CacheProvider
+        return self.get_cache(DEFAULT_CACHE) if cache is None else cache
 
-                    self._cache = CacheProvider.from_config(
-                        self.settings.cache,
-                        self.breakers,
-                        factory=self._backend_factory,
-                        clock=self.clock,
-                    )
-                cache = self._cache
+    def get_cache(self, name: str = DEFAULT_CACHE) -> CacheProvider:
+        """The cache called ``name``: ``default`` or a ``[common.caches.<name>]`` one
+        (built on first use), or one an integration attached. An unknown name raises
+        :class:`ConfigurationError` with a "did you mean"."""
+        cache = self._caches.get(name)
+        if cache is not None:
+            return cache
+        config = self.settings.caches.get(name)
+        if config is None:
+            raise self.unknown_cache(name)
+        with self._cache_lock:
+            cache = self._caches.get(name)
+            if cache is None:
+                from tasker_resilience._cache.provider import CacheProvider
+
+                cache = CacheProvider.from_config(
+                    config,
+                    self.breakers,
+                    factory=self._backend_factory if name == DEFAULT_CACHE else None,
+                    clock=self.clock,
+                    breaker_name=cache_breaker_name(name),
+                )
+                self._caches[name] = cache
+                if name == DEFAULT_CACHE:
+                    self._cache = cache
         return cache
+
+    def cache_names(self) -> list[str]:
+        """Every cache name: ``default`` first, then the others (configured and
+        attached) sorted."""
+        names = {*self.settings.caches, *self._caches} - {DEFAULT_CACHE}
+        return [DEFAULT_CACHE, *sorted(names)]
+
+    @property
+    def caches(self) -> Mapping[str, CacheProvider]:
+        """Every cache by name, in :meth:`cache_names` order (builds configured caches
+        not used yet)."""
+        return MappingProxyType({name: self.get_cache(name) for name in self.cache_names()})
+
+    def built_caches(self) -> dict[str, CacheProvider]:
+        """The caches built so far, by name (nothing is built here)."""
+        return dict(self._caches)
+
+    def attach_cache(self, name: str, provider: CacheProvider) -> None:
+        """Add a cache built outside the settings (an integration's: Django's
+        ``CACHES`` aliases) under ``name``: health, metrics, :meth:`close` and
+        reconfiguration see it like the configured ones. A cache it replaces under the
+        same name is closed."""
+        if name in self.settings.caches:
+            raise ConfigurationError(
+                "cache", name, "a name no configured cache has ([common.caches.<name>])"
+            )
+        with self._cache_lock:
+            previous = self._caches.get(name)
+            self._caches[name] = provider
+        if previous is not None and previous is not provider:
+            previous.close()
+
+    def unknown_cache(self, name: object) -> ConfigurationError:
+        """The error for a cache name nobody configured."""
+        names = self.cache_names()
+        return ConfigurationError(
+            "cache",
+            name,
+            f"a configured cache{suggest(str(name), names)}; configured: {', '.join(names)} "
+            "(default is [common.cache], the others [common.caches.<name>])",
+        )
 
     def health(self) -> dict[str, Any]:
         """The JSON-ready health report (see the guide, "Health")."""
@@ -95,15 +169,16 @@ class Resilience:
         return build_health(self)
 
     def close(self) -> None:
-        """Release connections held by the cache."""
-        cache, self._cache = self._cache, None
-        if cache is not None:
+        """Release connections held by every cache."""
+        with self._cache_lock:
+            caches, self._caches, self._cache = self._caches, {}, None
+        for cache in caches.values():
             cache.close()
 
     def __repr__(self) -> str:
         return (
             f"<Resilience env={self.settings.env!r} cache={self.settings.cache.backend!r} "
-            f"breakers={self.breakers.names()}>"
+            f"caches={self.cache_names()} breakers={self.breakers.names()}>"
         )
 
 
@@ -168,7 +243,7 @@ def configure(
         storage_factory=storage_factory,
         sources=loaded.sources,
     )
-    resilience.cache  # noqa: B018  # build now: start-up state is decided (and logged) here
+    resilience.caches  # noqa: B018  # build now: start-up state is decided (and logged) here
     if install:
         install_current(resilience)
     return resilience
@@ -180,11 +255,15 @@ def install_current(resilience: Resilience) -> None:
     with _current_lock:
         previous, _current = _current, resilience
     if previous is not None and previous is not resilience:
-        old_cache, new_cache = previous._cache, resilience._cache
-        if old_cache is not None and new_cache is not None:
-            # Invalidations the old cache could not apply (an outage) must survive a
-            # reconfiguration, or the recovered cache serves what they removed.
-            new_cache.adopt_invalidations(old_cache)
+        # Invalidations an old cache could not apply (an outage) must survive a
+        # reconfiguration, or the recovered cache serves what they removed. Per name:
+        # each cache replays its own, on its own server.
+        for name, old_cache in previous.built_caches().items():
+            waiting = old_cache.pending_invalidations()
+            if not (waiting["pending"] or waiting["overflowed"]):
+                continue
+            if name in resilience.settings.caches or name in resilience.built_caches():
+                resilience.get_cache(name).adopt_invalidations(old_cache)
         previous.close()
 
 
@@ -209,6 +288,17 @@ def reset_current() -> None:
         previous.close()
 
 
-def get_breaker(name: str) -> Breaker:
-    """The breaker ``name`` of the process-wide :class:`Resilience`."""
-    return current().breakers.get(name)
+def get_breaker(name: str, *, create: bool = False) -> Breaker:
+    """The breaker ``name`` of the process-wide :class:`Resilience`.
+
+    ``name`` must be known: configured under ``component_configs``, guarded by a
+    ``@breaker_guarded`` somewhere, or a cache's breaker; any other name raises
+    :class:`ConfigurationError` with a "did you mean", unless ``create=True``.
+    """
+    return current().breakers.get(name, create=create)
+
+
+def get_cache(name: str = DEFAULT_CACHE) -> CacheProvider:
+    """The cache ``name`` of the process-wide :class:`Resilience` (``default``:
+    ``[common.cache]``; others: ``[common.caches.<name>]``)."""
+    return current().get_cache(name)

@@ -12,7 +12,10 @@ import tasker_resilience as tr
 from tasker_resilience import testing
 from tasker_resilience._cache.backends.contract import unregister_backend
 from tests.backend_suite import CountingBackend
-from tests.servers import private_server  # noqa: F401  # fixture: a LocalServer the test owns
+from tests.servers import (  # noqa: F401  # fixtures: LocalServers the test owns
+    private_server,
+    second_private_server,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

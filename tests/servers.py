@@ -22,6 +22,8 @@ Fixtures:
 - ``private_server`` (function): a :class:`LocalServer` the test owns and may freeze,
   kill and restart. Never the shared URL: drills must not break a server someone
   else relies on. Stopped (thawed first) when the test ends, whatever happened.
+- ``second_private_server`` (function): another one, for tests of two caches on two
+  servers (one frozen, the other serving).
 
 The server used is printed after collection and in the terminal summary, e.g.
 ``cache server: redis-server 7.0.15 at redis://127.0.0.1:40001/0 (private process)``.
@@ -65,6 +67,7 @@ __all__ = [
     "pytest_report_collectionfinish",
     "pytest_terminal_summary",
     "pytest_unconfigure",
+    "second_private_server",
 ]
 
 URL_ENV = "TASKER_TEST_CACHE_URL"
@@ -372,4 +375,15 @@ def private_server() -> Iterator[LocalServer]:
         yield server
     finally:
         # Thaws a frozen process before terminating it; no orphan survives the test.
+        server.stop()
+
+
+@pytest.fixture
+def second_private_server(private_server: LocalServer) -> Iterator[LocalServer]:
+    """A second started server process, of the same kind as ``private_server``."""
+    server = LocalServer(private_server.binary)
+    try:
+        server.start()
+        yield server
+    finally:
         server.stop()

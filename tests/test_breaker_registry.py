@@ -26,7 +26,7 @@ def test_registry_configures_from_component_or_default() -> None:
     )
     registry = BreakerRegistry(config)
     assert registry.get("pgmq").config == BreakerConfig(2, 5, 1)
-    assert registry.get("other").config == BreakerConfig(7, 11, 3)
+    assert registry.get("other", create=True).config == BreakerConfig(7, 11, 3)
 
 
 def test_registry_rejects_empty_names() -> None:

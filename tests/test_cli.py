@@ -150,6 +150,11 @@ def test_health_serve_answers_http_then_stops_cleanly(stop: signal.Signals) -> N
         assert report["status"] == "healthy"
         with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
             assert b"tasker_resilience_breaker_state" in response.read()
+        for path, body in (("/livez", {"status": "alive"}), ("/readyz", None)):
+            with urllib.request.urlopen(f"{base}{path}", timeout=10) as response:
+                assert response.status == 200
+                answer = json.loads(response.read())
+            assert body is None or answer == body
         process.send_signal(stop)
         stdout, stderr = process.communicate(timeout=10)
     finally:
@@ -256,10 +261,67 @@ def test_a_bad_setting_exits_3_naming_the_key() -> None:
     assert "configuration error" in line
 
 
-def test_a_bad_env_exits_3() -> None:
+def test_a_bad_env_exits_3_naming_where_it_came_from() -> None:
     result = run_cli("health", "--env", "staging")
     assert result.returncode == 3
-    assert "TASKER_ENV" in one_line(result.stderr)
+    line = one_line(result.stderr)
+    assert "--env = 'staging' is not valid" in line
+    assert "(development, production, test)" in line  # the folders that exist
+    result = run_cli("config", TASKER_ENV="stagign")
+    assert result.returncode == 3
+    assert "TASKER_ENV = 'stagign' is not valid" in one_line(result.stderr)
+
+
+def test_any_environment_with_a_folder_is_valid(tmp_path: Path) -> None:
+    overlay = tmp_path / "config/tasker/environments/staging/cache.toml"
+    overlay.parent.mkdir(parents=True)
+    overlay.write_text('[common.cache]\nkey_prefix = "staged"\n')
+    result = run_cli("config", "--json", "--env", "staging", "--root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["env"] == "staging"
+    assert payload["settings"]["common.cache.key_prefix"]["value"] == "staged"
+
+
+def test_a_settings_file_that_is_not_toml_exits_3_naming_file_line_and_column(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "settings.toml").write_text('[common.cache]\nbackend = "memory\nx = 1\n')
+    result = run_cli("config", "--root", str(tmp_path))
+    assert result.returncode == 3
+    line = one_line(result.stderr)
+    assert f"{tmp_path / 'settings.toml'}: line 2, column 18: not valid TOML" in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_root_that_does_not_exist_exits_3(tmp_path: Path, flag: bool) -> None:
+    missing = str(tmp_path / "nowhere")
+    if flag:
+        result = run_cli("config", "--root", missing)
+        named = "--root"
+    else:
+        result = run_cli("config", TASKER_CONFIG_ROOT=missing)
+        named = "TASKER_CONFIG_ROOT"
+    assert result.returncode == 3
+    assert f"{named} = '{missing}' is not valid: an existing folder" in one_line(result.stderr)
+    assert result.stdout == ""  # no defaults printed as if all were well
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("TASKER_CACHE__BACKEND", "TASKER_COMMON__CACHE__BACKEND"),
+        ("TASKER_COMMON_CACHE_BACKEND", "TASKER_COMMON__CACHE__BACKEND"),
+    ],
+)
+def test_a_variable_the_library_would_not_read_exits_3_with_the_spelling(
+    variable: str, meant: str
+) -> None:
+    result = run_cli("config", **{variable: "memory"})
+    assert result.returncode == 3
+    line = one_line(result.stderr)
+    assert f"{variable} is not read by tasker-resilience; did you mean {meant}?" in line
 
 
 def test_a_bad_url_in_settings_is_reported_redacted() -> None:

@@ -101,11 +101,18 @@ def test_tasker_env_selects_the_environment(root: Path, monkeypatch: pytest.Monk
     assert loaded.data["common"]["cache"]["key_prefix"] == "prod"
 
 
-def test_unknown_environment_is_an_error(root: Path) -> None:
+def test_unknown_environment_is_an_error(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # From the argument: named as such, listing the folders that exist.
     with pytest.raises(
-        ConfigurationError, match=r"TASKER_ENV = 'staging'.*test, development, production"
+        ConfigurationError,
+        match=r"env = 'staging' .*environments \(production\), or one of test, development",
     ):
         load_settings("staging", root=root)
+    monkeypatch.setenv("TASKER_ENV", "prodution")
+    with pytest.raises(
+        ConfigurationError, match=r"TASKER_ENV = 'prodution' .*did you mean 'production'"
+    ):
+        load_settings(root=root)
 
 
 def test_missing_breaker_section_means_documented_defaults() -> None:

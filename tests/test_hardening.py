@@ -103,7 +103,7 @@ def test_case6_probe_timeout_is_configurable_with_a_default() -> None:
     res = configure_for_tests(
         {"common": {"circuit_breakers": {"default_config": {"probe_timeout_seconds": 2.5}}}}
     )
-    assert res.breakers.get("custom").config.probe_timeout_seconds == 2.5
+    assert res.breakers.get("custom", create=True).config.probe_timeout_seconds == 2.5
     assert res.breakers.get("cache").config.probe_timeout_seconds == 10.0  # the default
     with pytest.raises(ConfigurationError, match="probe_timeout_seconds"):
         configure_for_tests(
@@ -215,7 +215,10 @@ def test_case11_a_misspelt_environment_variable_is_named_in_the_error(
     assert "TASKER_COMMON__CAHCE__BACKEND" in str(caught.value)
 
 
-def test_case11_the_applications_own_tables_stay_allowed(tmp_path: Path) -> None:
+def test_case11_the_applications_own_tables_stay_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKER_COMMON__CACHE__BACKEND", "memory")  # no server to reach
     root = _write(tmp_path, "[common.database]\nurl = 'postgres://x'\n[myapp]\nx = 1\n")
     assert configure(env="test", root=root).settings.cache.backend  # no error
 
@@ -246,6 +249,7 @@ def _verdict(attempt: Any) -> str:
 def test_case12_the_same_type_rules_in_toml_environment_and_overrides(
     value: str, ok: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TASKER_COMMON__CACHE__BACKEND", "memory")  # no server to reach
     toml_root = _write(
         tmp_path, f'[common.circuit_breakers.default_config]\nfailure_threshold = "{value}"\n'
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience._operations.drill.local_server import LocalServer
-from tasker_resilience._operations.health import build_health
+from tasker_resilience._operations.health import build_health, build_readiness
 from tasker_resilience.testing import ManualClock, configure_for_tests
 
 BREAKER_KEYS = {
@@ -64,12 +65,13 @@ def test_res_health_is_build_health() -> None:
     assert res.health() == build_health(res)
 
 
-def test_an_open_non_cache_breaker_makes_the_service_unhealthy() -> None:
+def test_an_open_non_critical_breaker_only_degrades() -> None:
     clock = ManualClock()
     res = configure_for_tests(clock=clock)
     res.breakers.get("pgmq").force_open()
     report = res.health()
-    assert report["status"] == "unhealthy"
+    assert report["status"] == "degraded"  # its callers have a fallback: keep serving
+    assert build_readiness(res) == {"status": "healthy", "circuit_breakers": {}}
     pgmq = report["circuit_breakers"]["pgmq"]
     assert pgmq["state"] == "open"
     assert pgmq["retry_after_seconds"] == pytest.approx(1.0)
@@ -78,12 +80,26 @@ def test_an_open_non_cache_breaker_makes_the_service_unhealthy() -> None:
     assert res.health()["circuit_breakers"]["pgmq"]["retry_after_seconds"] == pytest.approx(0.75)
 
 
-def test_a_breaker_created_at_run_time_is_reported_and_counts() -> None:
-    res = configure_for_tests()
+def test_an_open_critical_breaker_is_unhealthy_and_not_ready() -> None:
+    overrides = {
+        "common": {"circuit_breakers": {"component_configs": {"payments": {"critical": True}}}}
+    }
+    res = configure_for_tests(overrides)
     res.breakers.get("payments").force_open()
     report = res.health()
     assert report["circuit_breakers"]["payments"]["state"] == "open"
     assert report["status"] == "unhealthy"
+    readiness = build_readiness(res)
+    assert readiness["status"] == "unhealthy"
+    assert set(readiness["circuit_breakers"]) == {"payments"}  # the critical ones only
+
+
+def test_a_breaker_created_at_run_time_is_reported() -> None:
+    res = configure_for_tests()
+    res.breakers.get("payments", create=True).force_open()
+    report = res.health()
+    assert report["circuit_breakers"]["payments"]["state"] == "open"
+    assert report["status"] == "degraded"
 
 
 def test_an_open_cache_breaker_only_degrades() -> None:
@@ -143,7 +159,7 @@ def test_a_health_check_that_raises_reports_the_cache_unhealthy(
     def boom() -> bool:
         raise RuntimeError("redis://:hunter2@cache:6379 exploded")
 
-    monkeypatch.setattr(res.cache, "health_check", boom)
+    monkeypatch.setattr(res.cache, "probe_health", boom)
     report = res.health()
     assert report["status"] == "degraded"
     assert report["cache"]["healthy"] is False
@@ -185,12 +201,17 @@ def test_a_reachable_server_is_healthy(private_server: LocalServer) -> None:
 @pytest.mark.integration
 @pytest.mark.drill
 def test_a_failing_cache_with_a_closed_breaker_is_degraded(private_server: LocalServer) -> None:
-    res = configure_for_tests(_redis(private_server.url))
+    clock = ManualClock()
+    res = configure_for_tests(_redis(private_server.url), clock=clock)
+    assert res.health()["cache"]["healthy"] is True
     private_server.stop()
+    # Within the probe interval the last answer is reused: no new round trip.
+    assert res.health()["cache"]["healthy"] is True
+    clock.advance(5)  # health_probe_interval_seconds
     report = res.health()
     assert report["cache"]["healthy"] is False
-    assert report["cache"]["circuit_state"] == "closed"  # one failure of three
-    assert report["circuit_breakers"]["cache"]["failure_count"] == 1
+    assert report["cache"]["circuit_state"] == "closed"
+    assert report["circuit_breakers"]["cache"]["failure_count"] == 0  # not the breaker's
     assert report["status"] == "degraded"
 
 
@@ -216,10 +237,45 @@ def test_health_makes_no_network_call_while_the_cache_circuit_is_open(
 
 @pytest.mark.integration
 @pytest.mark.drill
-def test_health_checks_count_against_the_breaker_and_open_it(private_server: LocalServer) -> None:
-    res = configure_for_tests(_redis(private_server.url, failure_threshold=2, critical=True))
+def test_health_checks_never_move_the_breaker(private_server: LocalServer) -> None:
+    # The case: after recovery, five health() calls opened the breaker again.
+    clock = ManualClock()
+    res = configure_for_tests(_redis(private_server.url, failure_threshold=2), clock=clock)
+    breaker = res.breakers.get("cache")
     private_server.stop()
-    assert res.health()["status"] == "degraded"  # first failure: still closed
-    report = res.health()  # second failure opens it; critical -> unhealthy
-    assert report["circuit_breakers"]["cache"]["state"] == "open"
-    assert report["status"] == "unhealthy"
+    before = breaker.metrics()
+    for _ in range(5):
+        clock.advance(5)  # every call is due for a probe
+        assert res.health()["status"] == "degraded"
+    after = breaker.metrics()
+    assert after["state"] == "closed"
+    for key in ("total_calls", "failed_calls", "rejected_calls", "failure_count"):
+        assert after[key] == before[key], key
+    assert res.cache.stats()["health_check"]["error"] == 5  # the probes did run
+
+
+@pytest.mark.integration
+def test_a_storm_of_health_requests_probes_the_server_once_per_interval(
+    private_server: LocalServer,
+) -> None:
+    import redis
+
+    clock = ManualClock()
+    res = configure_for_tests(_redis(private_server.url), clock=clock)
+    client = redis.Redis.from_url(private_server.url)
+    try:
+        before = int(client.info("stats")["total_commands_processed"])
+        reports = []
+        threads = [threading.Thread(target=lambda: reports.append(res.health())) for _ in range(50)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        # The INFO calls themselves count: one before, and the one reading this.
+        seen = int(client.info("stats")["total_commands_processed"]) - before - 1
+    finally:
+        client.close()
+    assert len(reports) == 50
+    assert all(report["cache"]["healthy"] for report in reports)
+    assert seen == 1, f"{seen} commands for 50 health reports"
+    assert res.cache.stats()["health_check"]["ok"] == 2  # the start-up check, and this one

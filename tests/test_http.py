@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import tasker_resilience as tr
 from tasker_resilience import Resilience
 from tasker_resilience._operations.drill.local_server import LocalServer
 from tasker_resilience._operations.http import (
@@ -121,24 +122,78 @@ def test_health_answers_200_with_json_and_no_store(serve: Callable[..., str]) ->
     assert reply.json() == res.health()
 
 
-def test_an_unhealthy_service_answers_503(serve: Callable[..., str]) -> None:
-    res = configure_for_tests()
+CRITICAL_PGMQ = {
+    "common": {"circuit_breakers": {"component_configs": {"pgmq": {"critical": True}}}}
+}
+
+
+def test_an_open_critical_breaker_answers_503(serve: Callable[..., str]) -> None:
+    res = configure_for_tests(CRITICAL_PGMQ)
     base = serve(res)
     res.breakers.get("pgmq").force_open()
     reply = request(base, "GET", "/health")
     assert reply.status == 503
     assert reply.json()["status"] == "unhealthy"
+    ready = request(base, "GET", "/readyz")
+    assert ready.status == 503
+    assert ready.json()["circuit_breakers"]["pgmq"]["state"] == "open"
+    assert request(base, "GET", "/livez").status == 200  # restarting would not help
     res.breakers.get("pgmq").reset()
     assert request(base, "GET", "/health").status == 200
+    assert request(base, "GET", "/readyz").status == 200
 
 
-def test_a_degraded_service_answers_200(serve: Callable[..., str]) -> None:
+@pytest.mark.parametrize("name", ["cache", "pgmq", "recommendations"])
+def test_an_open_non_critical_breaker_answers_200_degraded(
+    serve: Callable[..., str], name: str
+) -> None:
+    @tr.breaker_guarded("recommendations", fallback=None)
+    def recommend() -> list[str]:
+        raise ConnectionError("the recommendations service is down")
+
     res = configure_for_tests()
     base = serve(res)
-    res.breakers.get("cache").force_open()
+    if name == "recommendations":
+        for _ in range(3):  # the test thresholds: 3 failures open it
+            with pytest.raises(ConnectionError):
+                recommend()
+        assert recommend() is None  # the fallback: the service still answers
+    else:
+        res.breakers.get(name).force_open()
     reply = request(base, "GET", "/health")
     assert reply.status == 200
     assert reply.json()["status"] == "degraded"
+    assert reply.json()["circuit_breakers"][name]["state"] == "open"
+    # Readiness reads the critical breakers only: none is, so the pod stays in rotation.
+    ready = request(base, "GET", "/readyz")
+    assert (ready.status, ready.json()) == (200, {"status": "healthy", "circuit_breakers": {}})
+
+
+def test_livez_answers_without_reading_settings_or_breakers(
+    serve: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasker_resilience import _resilience
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise tr.ConfigurationError("common.cache.backend", "x", "a test that breaks settings")
+
+    # No process-wide Resilience, and none can be configured: only /livez can answer.
+    monkeypatch.setattr(_resilience, "configure", broken)
+    base = serve(None)
+    reply = request(base, "GET", "/livez")
+    assert (reply.status, reply.json()) == (200, {"status": "alive"})
+    assert request(base, "HEAD", "/livez").body == b""
+    assert request(base, "GET", "/health").status == 503  # the report had to configure
+    assert request(base, "GET", "/readyz").status == 503
+
+
+def test_health_requests_never_change_a_breakers_counts(serve: Callable[..., str]) -> None:
+    res = configure_for_tests(backend="fakeredis")
+    base = serve(res)
+    breakers = res.breakers.snapshot()
+    for path in ("/health", "/readyz", "/livez") * 20:
+        assert request(base, "GET", path).status == 200
+    assert res.breakers.snapshot() == breakers
 
 
 def test_head_has_the_headers_and_no_body(serve: Callable[..., str]) -> None:
@@ -157,7 +212,9 @@ def test_other_methods_are_405_and_other_paths_404(serve: Callable[..., str]) ->
     assert request(base, "DELETE", "/metrics").status == 405
     missing = request(base, "GET", "/healthz")
     assert missing.status == 404
-    assert b"/health" in missing.body
+    assert b"/livez, /readyz, /health, /metrics" in missing.body
+    assert request(base, "POST", "/readyz").status == 405
+    assert request(base, "PUT", "/livez").status == 405
 
 
 def test_metrics_serve_the_prometheus_text_format(serve: Callable[..., str]) -> None:
@@ -172,7 +229,8 @@ def test_metrics_serve_the_prometheus_text_format(serve: Callable[..., str]) -> 
     text = reply.body.decode()
     assert 'tasker_resilience_breaker_state{breaker="pgmq"} 2.0' in text
     assert 'tasker_resilience_breaker_state{breaker="cache"} 0.0' in text
-    assert 'tasker_resilience_cache_operations_total{operation="get",outcome="hit"} 1.0' in text
+    hits = 'tasker_resilience_cache_operations_total{cache="default",operation="get",outcome="hit"}'
+    assert f"{hits} 1.0" in text
 
 
 def test_metrics_negotiate_openmetrics(serve: Callable[..., str]) -> None:

@@ -85,7 +85,7 @@ def test_cache_operations_by_operation_and_outcome() -> None:
     samples = scrape(registry)
 
     def ops(operation: str, outcome: str) -> float:
-        labels = (("operation", operation), ("outcome", outcome))
+        labels = (("cache", "default"), ("operation", operation), ("outcome", outcome))
         return samples[("tasker_resilience_cache_operations_total", labels)]
 
     assert ops("get", "miss") == 1
@@ -93,7 +93,13 @@ def test_cache_operations_by_operation_and_outcome() -> None:
     assert ops("set", "ok") == 1
     assert ops("delete", "ok") == 1
     assert ops("get", "skipped_open") == 0
-    info = (("backend", "memory"), ("distributed", "false"), ("enabled", "true"))
+    info = (
+        ("backend", "memory"),
+        ("breaker", ""),  # in-process: nothing to guard
+        ("cache", "default"),
+        ("distributed", "false"),
+        ("enabled", "true"),
+    )
     assert samples[("tasker_resilience_cache_info", info)] == 1
 
 
@@ -105,7 +111,7 @@ def test_skipped_open_cache_operations_are_counted() -> None:
     for _ in range(4):
         res.cache.get("k")
     samples = scrape(private_registry(res))
-    labels = (("operation", "get"), ("outcome", "skipped_open"))
+    labels = (("cache", "default"), ("operation", "get"), ("outcome", "skipped_open"))
     assert samples[("tasker_resilience_cache_operations_total", labels)] == 4
     assert samples[("tasker_resilience_breaker_state", (("breaker", "cache"),))] == 2
 
@@ -115,9 +121,9 @@ def test_without_a_resilience_the_collector_follows_configure() -> None:
     register_metrics(registry)
     # Registering must not configure anything (describe() carries no samples).
     assert _resilience._current is None
-    configure_for_tests().breakers.get("alpha")
+    configure_for_tests().breakers.get("alpha", create=True)
     assert ("tasker_resilience_breaker_state", (("breaker", "alpha"),)) in scrape(registry)
-    configure_for_tests().breakers.get("beta")
+    configure_for_tests().breakers.get("beta", create=True)
     samples = scrape(registry)
     assert ("tasker_resilience_breaker_state", (("breaker", "beta"),)) in samples
     assert ("tasker_resilience_breaker_state", (("breaker", "alpha"),)) not in samples

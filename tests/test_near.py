@@ -429,9 +429,10 @@ def test_health_and_metrics_report_the_tier(cache: CacheProvider, backend: Count
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    assert samples[("tasker_resilience_cache_near_total", (("outcome", "hit"),))] == 1
-    assert samples[("tasker_resilience_cache_near_entries", ())] == 1
-    assert ("tasker_resilience_cache_near_total", (("outcome", "stale_served"),)) in samples
+    default = ("cache", "default")
+    assert samples[("tasker_resilience_cache_near_total", (default, ("outcome", "hit")))] == 1
+    assert samples[("tasker_resilience_cache_near_entries", (default,))] == 1
+    assert ("tasker_resilience_cache_near_total", (default, ("outcome", "stale_served"))) in samples
     assert not any(
         name == "tasker_resilience_cache_operations_total" and ("operation", "near") in labels
         for name, labels in samples

@@ -248,6 +248,72 @@ def test_plugin_in_a_users_project(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=5)
 
 
+FORGETFUL_TESTS = """
+import tasker_resilience as tr
+from tasker_resilience.testing import configure_for_tests
+
+@tr.cached(ttl=60)
+def answer(x):
+    return x * 2
+
+def test_without_the_fixture():
+    assert answer(2) == 4     # configures from settings.toml: the real server
+    assert answer(2) == 4
+    tr.current().cache.set("more", 1)
+
+def test_also_without_the_fixture():
+    assert answer(3) == 6
+
+def test_with_the_fixture(tasker_harness):
+    assert answer(2) == 4
+
+def test_with_configure_for_tests():
+    configure_for_tests()
+    assert answer(2) == 4
+
+def test_pointing_at_a_server_on_purpose():
+    tr.configure(overrides={"common": {"cache": {"redis": {"url": "URL"}}}})
+    assert answer(5) == 10
+"""
+
+
+@pytest.mark.integration
+def test_a_test_that_reaches_the_settings_cache_server_gets_one_warning(
+    pytester: pytest.Pytester, private_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    pytester.makepyfile(test_forgetful=FORGETFUL_TESTS.replace("URL", private_server.url))
+    pytester.makefile(
+        ".toml",
+        settings=f'[common.cache]\nbackend = "redis"\nredis = {{url = "{private_server.url}"}}\n',
+    )
+    pytester.makeconftest(
+        "import pytest\nfrom tasker_resilience.testing import reset\n\n"
+        "@pytest.fixture(autouse=True)\ndef _reset():\n    reset()\n    yield\n    reset()\n"
+    )
+    monkeypatch.setenv("TASKER_CONFIG_ROOT", str(pytester.path))
+    monkeypatch.setenv("TASKER_ENV", "test")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rw")
+    result.assert_outcomes(passed=5, warnings=2)
+    text = result.stdout.str()
+    assert text.count("RealCacheServerWarning") == 2  # once per test, however many calls
+    assert "test_without_the_fixture" in text
+    assert "test_also_without_the_fixture" in text
+    for name in ("test_with_the_fixture", "test_with_configure_for_tests", "on_purpose"):
+        assert name not in text.split("warnings summary")[-1], name
+    assert (
+        f"this test talks to the settings' cache server {private_server.url} "
+        "(common.cache.redis.url): use the tasker_harness fixture"
+    ) in text.replace("\n", "")
+    # It really did reach the server: what the warning is about.
+    client = redis.Redis.from_url(private_server.url)
+    try:
+        assert client.exists("tasker:more") == 1
+    finally:
+        client.close()
+
+
 def test_the_suite_is_shipped_in_the_package() -> None:
     import tasker_resilience.testing.backend_suite as shipped
 

@@ -17,6 +17,7 @@ from tasker_resilience._breakers.policy import (
     is_neutral,
     looks_like_io_error,
 )
+from tasker_resilience._breakers.registry import declare_guarded
 from tasker_resilience._breakers.transitions import BREAKER_LOGGER
 from tasker_resilience._resilience import Resilience, current
 
@@ -159,13 +160,15 @@ def breaker_guarded(
     ``(exception) -> bool``) choose which exceptions count as failures for this
     function; by default every ``Exception`` counts (a bug's ``ValueError`` too: the
     first such non-I/O exception is logged at WARNING, once per breaker) and
-    cancellation never does. The wrapper has ``.breaker``.
+    cancellation never does. The wrapper has ``.breaker``. Decorating declares
+    ``name``: ``get_breaker(name)`` finds it from then on.
 
     Typed: with ``fallback=None`` a function returning ``int`` returns ``int | None``;
     a fallback of the function's own type keeps ``int``.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"breaker_guarded needs a breaker name, not {name!r}")
+    declare_guarded(name)
     policy: FailurePolicy | None = (
         None if record is None and not ignore else failure_policy(record, ignore)
     )

@@ -34,6 +34,7 @@ from tasker_resilience._cache.keys import KeyBuilder, escape_glob
 from tasker_resilience._cache.limits import checked_ttl
 from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import Serializer, get_serializer
+from tasker_resilience._config.schema import DEFAULT_CACHE, check_cache_name
 from tasker_resilience._resilience import current
 
 __all__ = ["CachedFunction", "cached"]
@@ -181,6 +182,25 @@ def _current_cache() -> CacheProvider:
     return current().cache if cache is None else cache
 
 
+def _named_cache(name: str) -> CacheProvider:
+    """``current().get_cache(name)``, read straight from the map once it is built."""
+    resilience = _resilience._current
+    cache = None if resilience is None else resilience._caches.get(name)
+    return current().get_cache(name) if cache is None else cache
+
+
+def _cache_lookup(name: str) -> Callable[[], CacheProvider]:
+    """How a decorated function finds its cache on each call. An unknown name raises
+    now if the process is configured, else at the first call (by ``get_cache``)."""
+    if name == DEFAULT_CACHE:
+        return _current_cache
+    check_cache_name("@cached cache", name)
+    resilience = _resilience._current
+    if resilience is not None and name not in resilience.cache_names():
+        raise resilience.unknown_cache(name)
+    return functools.partial(_named_cache, name)
+
+
 def _checked_ttl(ttl: float | timedelta | None) -> float | None:
     return None if ttl is None else checked_ttl(ttl, "@cached ttl")
 
@@ -197,6 +217,7 @@ def cached(
     version: str | int = "1",
     serializer: str | Serializer | None = None,
     shared: bool = False,
+    cache: str = DEFAULT_CACHE,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 def cached(
     ttl: float | timedelta | Callable[P, R] | None = None,
@@ -207,8 +228,11 @@ def cached(
     version: str | int = "1",
     serializer: str | Serializer | None = None,
     shared: bool = False,
+    cache: str = DEFAULT_CACHE,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]] | CachedFunction[P, R]:
-    """Cache a function's results (plain or ``async def``) in ``res.cache``.
+    """Cache a function's results (plain or ``async def``) in ``res.cache``, or in the
+    cache named ``cache`` (a ``[common.caches.<name>]``; an unknown name raises here if
+    the process is configured, else at the first call, with a "did you mean").
 
     ``@cached`` alone, like ``functools.cache``, uses every default. ``ttl`` in
     seconds or a ``timedelta`` per entry (``default_ttl_seconds`` when None). The key is
@@ -237,6 +261,7 @@ def cached(
         raise TypeError(f"@cached key must be a callable building the key, not {key!r}")
     if condition is not None and not callable(condition):
         raise TypeError(f"@cached condition must be a callable, not {condition!r}")
+    cache_of = _cache_lookup(cache)
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
         keys = KeyBuilder(func, namespace=namespace, version=str(version), custom=key)
@@ -250,7 +275,7 @@ def cached(
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                cache = _current_cache()
+                cache = cache_of()
                 if not cache._enabled or (cache._read_breaker is not None and cache._skips_reads()):
                     return await async_func(*args, **kwargs)
                 full = key_of(args, kwargs)
@@ -283,7 +308,7 @@ def cached(
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                cache = _current_cache()
+                cache = cache_of()
                 if not cache._enabled or (cache._read_breaker is not None and cache._skips_reads()):
                     return func(*args, **kwargs)
                 full = key_of(args, kwargs)
@@ -325,16 +350,16 @@ def cached(
             wrapper = sync_wrapper
 
         def invalidate(*args: Any, **kwargs: Any) -> None:
-            current().cache.delete(keys(args, kwargs))
+            cache_of().delete(keys(args, kwargs))
 
         async def ainvalidate(*args: Any, **kwargs: Any) -> None:
-            await current().cache.adelete(keys(args, kwargs))
+            await cache_of().adelete(keys(args, kwargs))
 
         def invalidate_all() -> int:
-            return current().cache.delete_pattern(all_entries)
+            return cache_of().delete_pattern(all_entries)
 
         def cache_key(*args: Any, **kwargs: Any) -> str:
-            return f"{current().cache.key_prefix}:{keys(args, kwargs)}"
+            return f"{cache_of().key_prefix}:{keys(args, kwargs)}"
 
         wrapper.original = func
         wrapper.invalidate = invalidate

@@ -23,9 +23,10 @@ decision (``_fetch``/``_afetch``, ``_write``/``_awrite``); the twins differ only
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tasker_resilience._breakers.breaker import CLOSED, OPEN, Breaker, StateName
 from tasker_resilience._cache.backends.contract import (
@@ -58,9 +59,11 @@ from tasker_resilience._cache.outcomes import (
     SET,
     CacheStats,
 )
+from tasker_resilience._cache.probe import HealthProbe
 from tasker_resilience._cache.reads import ReadDecoder
 from tasker_resilience._cache.replay import InvalidationReplay
 from tasker_resilience._cache.serializers import Serializer, get_serializer
+from tasker_resilience._config.schema import CACHE_BREAKER
 
 if TYPE_CHECKING:
     from tasker_resilience._breakers.registry import BreakerRegistry
@@ -70,8 +73,6 @@ if TYPE_CHECKING:
 __all__ = ["CACHE_BREAKER", "CACHE_LOGGER", "CacheProvider"]
 
 T = TypeVar("T")
-
-CACHE_BREAKER: Final = "cache"
 
 
 class CacheProvider:
@@ -94,6 +95,8 @@ class CacheProvider:
         backend_name: str | None = None,
         enabled: bool = True,
         near: NearTier | None = None,
+        health_probe_interval_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._backend = backend
         self._breaker = breaker
@@ -129,6 +132,7 @@ class CacheProvider:
         self._read_breaker = breaker if self._near is None else None
         self._skipped_gets = self._stats.counter(GET, "skipped_open")
         self._listener: InvalidationListener | None = None
+        self._probe = HealthProbe(self._probe_backend, health_probe_interval_seconds, clock)
 
     @classmethod
     def from_config(
@@ -138,28 +142,33 @@ class CacheProvider:
         *,
         factory: BackendFactory | None = None,
         clock: Callable[[], float] | None = None,
+        breaker_name: str = CACHE_BREAKER,
     ) -> CacheProvider:
         """Build the configured backend (with ``factory`` if given, else the one
         registered for ``config.backend``) and, for a distributed one, guard it with the
-        registry's ``cache`` breaker. One health check runs now: if it fails, the
-        breaker starts open (a WARNING says so) and probes after ``timeout_seconds``.
-        With ``[common.cache.near] enabled``, the near tier goes in front of it."""
+        registry's breaker ``breaker_name`` (``cache``; ``cache_<name>`` for a named
+        cache). One health check runs now: if it fails, the breaker starts open (a
+        WARNING says so) and probes after ``timeout_seconds``. With
+        ``[common.cache.near] enabled``, the near tier goes in front of it."""
+        timing = {} if clock is None else {"clock": clock}
         common: dict[str, Any] = {
             "key_prefix": config.key_prefix,
             "default_ttl_seconds": config.default_ttl_seconds,
             "serializer": config.serializer,
             "max_pending_invalidations": config.max_pending_invalidations,
             "backend_name": config.backend,
+            "health_probe_interval_seconds": config.health_probe_interval_seconds,
+            **timing,
         }
         if not config.enabled:
             return cls(NoopBackend(name=config.backend), enabled=False, **common)
         backend = (factory or backend_factory(config.backend))(config)
-        breaker = breakers.get(CACHE_BREAKER) if backend.distributed else None
+        breaker = breakers.get(breaker_name) if backend.distributed else None
         if breaker is not None:
             check_shared_state(breaker, backend)
         near = None
         if config.near.enabled and backend.distributed:
-            near = NearTier(config.near, **({} if clock is None else {"clock": clock}))
+            near = NearTier(config.near, **timing)
         provider = cls(backend, breaker=breaker, near=near, **common)
         if near is not None:
             from tasker_resilience._cache.tracking import start_near_coherence
@@ -208,7 +217,8 @@ class CacheProvider:
 
     @property
     def breaker(self) -> Breaker | None:
-        """The registry's ``cache`` breaker; None for an in-process or disabled cache."""
+        """The breaker of this cache (``cache``, or ``cache_<name>`` for a named one);
+        None for an in-process or disabled cache."""
         return self._breaker
 
     @property
@@ -582,6 +592,31 @@ class CacheProvider:
                 healthy = bool(self._backend.health_check())
         except Exception as exc:
             self._failed(HEALTH, exc)
+            return False
+        self._stats.count(HEALTH, "ok" if healthy else "error")
+        return healthy
+
+    def probe_health(self) -> bool:
+        """What the health report says about the backend; never moves the breaker.
+
+        Disabled: True (off on purpose). Circuit open or half-open: False with no I/O
+        (the breaker's own probes test a recovering server; a health request adds no
+        load). Closed: the backend's health check, run at most once per
+        ``health_probe_interval_seconds`` outside the breaker, its answer reused in
+        between (see :mod:`~tasker_resilience._cache.probe`)."""
+        if not self._enabled:
+            return True
+        breaker = self._breaker
+        if breaker is not None and breaker.state != CLOSED:
+            self._stats.count(HEALTH, "skipped_open")
+            return False
+        return self._probe.result()
+
+    def _probe_backend(self) -> bool:
+        try:
+            healthy = bool(self._backend.health_check())
+        except Exception as exc:
+            self._failed(HEALTH, exc)  # counted and logged (rate-limited), never raised
             return False
         self._stats.count(HEALTH, "ok" if healthy else "error")
         return healthy

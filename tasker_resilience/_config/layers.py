@@ -2,15 +2,24 @@
 
 Layers, later wins: ``config/tasker/base/*.toml`` -> ``config/tasker/environments/<env>/*.toml``
 -> ``settings.toml`` -> ``TASKER_*`` environment variables (``__`` nests) -> ``overrides``.
+
+Mistakes in finding or reading the layers raise :class:`ConfigurationError` here, each
+naming what to fix: a root folder that does not exist, an environment with no folder
+(listing those that exist), a file that is not valid TOML (file, line and column), and
+the spellings :mod:`~tasker_resilience._config.spelling` catches.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
     "ENVIRONMENTS",
@@ -18,14 +27,18 @@ __all__ = [
     "ROOT_VAR",
     "LoadedSettings",
     "deep_merge",
+    "environment_folders",
     "load_settings",
     "resolve_env",
+    "resolve_root",
 ]
 
 ENV_VAR = "TASKER_ENV"
 ROOT_VAR = "TASKER_CONFIG_ROOT"
 ENVVAR_PREFIX = "TASKER"
 ENVIRONMENTS = ("test", "development", "production")
+"""Always valid, with or without a folder of their own; any folder under
+``config/tasker/environments`` is an environment too."""
 DEFAULT_ENV = "development"
 
 # Variables that steer loading itself; they are not settings.
@@ -44,15 +57,92 @@ class LoadedSettings:
     """Dotted key -> the layer that set it last (file path, ``environment`` or ``overrides``)."""
 
 
-def resolve_env(env: str | None) -> str:
-    """``env`` if given, else ``$TASKER_ENV``, else ``development``."""
-    chosen = (env or os.environ.get(ENV_VAR) or DEFAULT_ENV).strip().lower()
-    if chosen not in ENVIRONMENTS:
-        # Imported here: _errors has no dependencies, and this keeps the import graph flat.
-        from tasker_resilience._errors import ConfigurationError
+def environment_folders(root: Path) -> list[str]:
+    """The folders under ``<root>/config/tasker/environments``, sorted."""
+    try:
+        return sorted(path.name for path in _environments_dir(root).iterdir() if path.is_dir())
+    except OSError:
+        return []
 
-        raise ConfigurationError(ENV_VAR, chosen, f"one of {', '.join(ENVIRONMENTS)}")
-    return chosen
+
+def _environments_dir(root: Path) -> Path:
+    return root / "config" / "tasker" / "environments"
+
+
+def resolve_env(env: str | None, root: Path | None = None) -> str:
+    """``env`` if given, else ``$TASKER_ENV``, else ``development``: one of
+    :data:`ENVIRONMENTS` or any environment with a folder under
+    ``<root>/config/tasker/environments``. An unknown one lists the folders that exist;
+    the error's key is ``env`` when it came from the argument, else ``TASKER_ENV``."""
+    key = "env" if env else ENV_VAR
+    chosen = (env or os.environ.get(ENV_VAR) or DEFAULT_ENV).strip()
+    folders = environment_folders(root) if root is not None else []
+    by_name = {name.lower(): name for name in (*ENVIRONMENTS, *folders)}
+    found = by_name.get(chosen.lower())
+    if found is None:
+        close = difflib.get_close_matches(chosen.lower(), list(by_name), n=1)
+        where = _environments_dir(root) if root is not None else "config/tasker/environments"
+        raise ConfigurationError(
+            key,
+            chosen,
+            f"an environment with a folder under {where} "
+            f"({', '.join(folders) if folders else 'there is none'}), or one of "
+            f"{', '.join(ENVIRONMENTS)}"
+            + (f" (did you mean {by_name[close[0]]!r}?)" if close else ""),
+        )
+    return found
+
+
+def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+    """``root`` if given, else ``$TASKER_CONFIG_ROOT``, else the working directory; a
+    given folder that does not exist is an error (it would silently mean "defaults")."""
+    given = root if root is not None else (os.environ.get(ROOT_VAR) or None)
+    if given is None:
+        return Path.cwd().resolve()
+    path = Path(given).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigurationError(
+            "root" if root is not None else ROOT_VAR,
+            str(given),
+            "an existing folder holding config/tasker and/or settings.toml "
+            + ("(it is a file)" if path.exists() else "(it does not exist)"),
+        )
+    return path
+
+
+# tomllib's (and dynaconf's vendored copy's) messages end with "(at line 3, column 9)".
+_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def _check_toml(path: Path) -> None:
+    """Parse ``path`` once on its own, so a syntax error names the file (dynaconf's
+    own error names neither the file nor the setting)."""
+    from dynaconf.vendor import tomllib
+
+    try:
+        tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            str(path),
+            f"byte {exc.start}",
+            "UTF-8 text",
+            message=f"{path}: not UTF-8 text (byte {exc.start}); settings files are UTF-8 TOML",
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            str(path), None, "a readable file", message=f"{path}: cannot be read ({exc.strerror})"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        text = str(exc)
+        where = _WHERE.search(text)
+        line, column = (where.group(1), where.group(2)) if where else ("?", "?")
+        reason = _WHERE.sub("", text) if where else text
+        raise ConfigurationError(
+            str(path),
+            f"line {line}, column {column}",
+            "valid TOML",
+            message=f"{path}: line {line}, column {column}: not valid TOML: {reason}",
+        ) from None
 
 
 def _lower_keys(value: Any) -> Any:
@@ -101,6 +191,11 @@ def _read(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
     from dynaconf import Dynaconf
     from dynaconf.utils.inspect import get_history
 
+    from tasker_resilience._config.spelling import warn_misplaced_tables
+
+    for path in files:
+        _check_toml(path)
+
     settings = Dynaconf(
         settings_files=[str(path) for path in files],
         envvar_prefix=ENVVAR_PREFIX,
@@ -128,6 +223,7 @@ def _read(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
             if key not in previous or previous[key] != value:
                 sources[key] = layer
         previous = current
+    warn_misplaced_tables(data, sources)
     env_data, env_sources = _environment()
     data = deep_merge(data, env_data)
     sources.update(env_sources)
@@ -147,6 +243,8 @@ def _environment() -> tuple[dict[str, Any], dict[str, str]]:
     """
     from dynaconf.utils.parse_conf import parse_conf_data
 
+    from tasker_resilience._config.spelling import check_variable
+
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
     prefix = ENVVAR_PREFIX + "_"
@@ -157,6 +255,8 @@ def _environment() -> tuple[dict[str, Any], dict[str, str]]:
         if not all(path):
             continue  # "TASKER_A____B": no key to set
         value: Any = text if text.lstrip().startswith("@") else parse_conf_data(text, tomlfy=True)
+        if path[0] not in _LOADER_VARIABLES:
+            check_variable(name, path, value)
         table = data
         for part in path[:-1]:
             below = table.get(part)
@@ -175,8 +275,8 @@ def load_settings(
     root: str | os.PathLike[str] | None = None,
 ) -> LoadedSettings:
     """Merge every layer for ``env`` under ``root`` (default ``$TASKER_CONFIG_ROOT`` or cwd)."""
-    chosen_env = resolve_env(env)
-    root_path = Path(root or os.environ.get(ROOT_VAR) or Path.cwd()).resolve()
+    root_path = resolve_root(root)
+    chosen_env = resolve_env(env, root_path)
     files = _layer_files(root_path, chosen_env)
 
     data, sources = _read(files)

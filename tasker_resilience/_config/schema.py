@@ -12,7 +12,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from tasker_resilience._config.redact import REDACTED, redact_url
@@ -20,6 +20,8 @@ from tasker_resilience._config.suggest import did_you_mean
 from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
+    "CACHE_BREAKER",
+    "DEFAULT_CACHE",
     "DEFAULT_COMPONENT_CONFIGS",
     "PLUGINS_KEY",
     "REDIS_URL_SCHEMES",
@@ -30,9 +32,12 @@ __all__ = [
     "NearConfig",
     "RedisConfig",
     "Settings",
+    "cache_breaker_name",
+    "check_cache_name",
     "parse_redis_config",
     "parse_settings",
     "plugin_modules",
+    "suggest",
 ]
 
 
@@ -155,6 +160,10 @@ class CacheConfig:
     """``json`` (default) or ``pickle``: pickle runs code from the cache on load; opt in only."""
     max_pending_invalidations: int = 1000
     """Invalidations skipped while open that are remembered and replayed on recovery."""
+    health_probe_interval_seconds: float = 5.0
+    """The health report checks the backend at most once per this many seconds and
+    reuses the answer in between (>0, <=300): a storm of health requests costs the
+    server one check per interval."""
     redis: RedisConfig = field(default_factory=RedisConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     near: NearConfig = field(default_factory=NearConfig)
@@ -167,6 +176,35 @@ class CacheConfig:
     """Modules imported before validation, so the backends they register are known."""
 
 
+DEFAULT_CACHE: Final = "default"
+"""The name of the ``[common.cache]`` cache (``tr.get_cache()``, ``res.cache``)."""
+CACHE_BREAKER: Final = "cache"
+"""The breaker of the ``default`` cache; a named cache's is ``cache_<name>``."""
+_CACHE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def cache_breaker_name(cache: str) -> str:
+    """The breaker guarding cache ``cache``: ``cache`` for the default one, else
+    ``cache_<name>``. Underscores, not dots: the name is a bare key in TOML
+    (``[common.circuit_breakers.component_configs.cache_sessions]``) and a segment of
+    a variable (``TASKER_COMMON__CIRCUIT_BREAKERS__COMPONENT_CONFIGS__CACHE_SESSIONS__...``),
+    where a dot cannot be written."""
+    return CACHE_BREAKER if cache == DEFAULT_CACHE else f"{CACHE_BREAKER}_{cache}"
+
+
+def check_cache_name(key: str, name: object) -> str:
+    """``name`` if it can name a cache: lower-case letters, digits and underscores,
+    starting with a letter (it becomes part of a breaker name and of variable names)."""
+    if not isinstance(name, str) or not _CACHE_NAME.fullmatch(name):
+        raise ConfigurationError(
+            key,
+            name,
+            "a cache name of lower-case letters, digits and underscores, starting with a "
+            "letter (e.g. sessions, page_fragments)",
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything ``configure()`` decided, in one immutable object."""
@@ -174,13 +212,27 @@ class Settings:
     env: str = "development"
     circuit_breakers: BreakersConfig = field(default_factory=BreakersConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    """The ``default`` cache (``[common.cache]``)."""
+    caches: Mapping[str, CacheConfig] = field(default_factory=lambda: MappingProxyType({}))
+    """Every cache by name: ``default`` (always, the same object as :attr:`cache`) and
+    each ``[common.caches.<name>]``."""
+
+    def __post_init__(self) -> None:
+        # `default` is `cache`, whichever of the two the caller filled in.
+        named = sorted((name, c) for name, c in self.caches.items() if name != DEFAULT_CACHE)
+        caches = MappingProxyType({DEFAULT_CACHE: self.cache, **dict(named)})
+        object.__setattr__(self, "caches", caches)
 
 
 # --- parsing -----------------------------------------------------------------------------
 
 
-def _suggest(word: str, choices: Collection[str]) -> str:
+def suggest(word: str, choices: Collection[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``choices``, or an empty string."""
     return did_you_mean(word, choices)
+
+
+_suggest = suggest
 
 
 class _Table:
@@ -191,7 +243,7 @@ class _Table:
 
 
 _A_TABLE = _Table()
-_COMMON_TABLES = ("cache", "circuit_breakers")
+_COMMON_TABLES = ("cache", "caches", "circuit_breakers")
 _CACHE_TABLES = ("redis", "memory", "near")
 
 
@@ -458,8 +510,7 @@ def _check_url(key: str, url: str, scheme: str) -> None:
         )
 
 
-def _near(raw: object) -> NearConfig:
-    key = "common.cache.near"
+def _near(raw: object, key: str = "common.cache.near") -> NearConfig:
     table = _table(key, raw)
     _reject_unknown(
         key,
@@ -507,8 +558,11 @@ _CACHE_SCALARS = (
     "key_prefix",
     "serializer",
     "max_pending_invalidations",
+    "health_probe_interval_seconds",
     "plugins",
 )
+_NAMED_CACHE_SCALARS = tuple(name for name in _CACHE_SCALARS if name != "plugins")
+"""``plugins`` is read from ``[common.cache]`` only: imports are per process, not per cache."""
 
 PLUGINS_KEY = "common.cache.plugins"
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -546,10 +600,24 @@ BACKEND_REGISTRATION = (
 """How a backend name becomes known: the end of every unknown-backend error."""
 
 
-def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
-    key = "common.cache"
+def _cache(
+    raw: object,
+    known_backends: Collection[str],
+    key: str = "common.cache",
+    defaults: CacheConfig | None = None,
+) -> CacheConfig:
+    """One cache's table: ``[common.cache]``, or ``[common.caches.<name>]`` (``key``)
+    whose unset keys take ``defaults`` (the built-in ones with a key prefix of its own)."""
     table = _table(key, raw)
-    defaults = CacheConfig()
+    named = defaults is not None
+    defaults = defaults or CacheConfig()
+    if named and "plugins" in table:
+        raise ConfigurationError(
+            f"{key}.plugins",
+            table["plugins"],
+            "plugins only in [common.cache]: they are imported once for the process, and "
+            "the backends they register serve every cache",
+        )
     # Sub-tables hold backend options (redis, memory, or a user backend's own);
     # scalars must be known keys, so a typo is an error rather than a silent default.
     scalars = {name: value for name, value in table.items() if not isinstance(value, Mapping)}
@@ -562,7 +630,7 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
                 f"a table, not a single value: [{key}.{name}] with its keys, e.g. "
                 + ('url = "redis://host:6379/0"' if name == "redis" else "one key per line"),
             )
-    _reject_unknown(key, scalars, _CACHE_SCALARS)
+    _reject_unknown(key, scalars, _NAMED_CACHE_SCALARS if named else _CACHE_SCALARS)
     backend = _text(f"{key}.backend", table.get("backend", defaults.backend)).lower()
     if backend not in known_backends:
         raise ConfigurationError(
@@ -607,7 +675,12 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
             0,
             1_000_000,
         ),
-        redis=_redis(table.get("redis")),
+        health_probe_interval_seconds=_seconds(
+            f"{key}.health_probe_interval_seconds",
+            table.get("health_probe_interval_seconds", defaults.health_probe_interval_seconds),
+            300,
+        ),
+        redis=_redis(table.get("redis"), f"{key}.redis"),
         memory=MemoryConfig(
             max_capacity=_int_in(
                 f"{key}.memory.max_capacity",
@@ -616,10 +689,69 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
                 100_000_000,
             )
         ),
-        near=_near(table.get("near")),
+        near=_near(table.get("near"), f"{key}.near"),
         backend_options=MappingProxyType(dict(options)),
-        plugins=plugin_modules({"common": {"cache": table}}),
+        plugins=() if named else plugin_modules({"common": {"cache": table}}),
     )
+
+
+def _named_caches(raw: object, known_backends: Collection[str]) -> dict[str, CacheConfig]:
+    """``[common.caches.<name>]``: each a cache of its own, with the keys of
+    ``[common.cache]``. Nothing is inherited from ``[common.cache]`` (a cache on another
+    server must not pick up the default one's URL); the key prefix defaults to
+    ``tasker-<name>`` so two caches on one server never share keys by accident."""
+    key = "common.caches"
+    table = _table(key, raw)
+    caches: dict[str, CacheConfig] = {}
+    for name, value in table.items():
+        if name == DEFAULT_CACHE:
+            raise ConfigurationError(
+                f"{key}.{name}",
+                _A_TABLE,
+                "the cache named 'default' is [common.cache]; name this one otherwise",
+            )
+        check_cache_name(f"{key}.{name}", name)
+        caches[name] = _cache(
+            value,
+            known_backends,
+            f"{key}.{name}",
+            CacheConfig(key_prefix=f"tasker-{name}"),
+        )
+    return caches
+
+
+def _key_space(config: CacheConfig) -> tuple[str, str] | None:
+    """Where a distributed cache keeps its keys: (server URL, key prefix)."""
+    if not config.enabled or config.backend in ("memory", "noop"):
+        return None
+    return config.redis.url, config.key_prefix
+
+
+def _check_apart(caches: Mapping[str, CacheConfig]) -> None:
+    """Refuse two caches whose keys would mix: on one server with the same key prefix
+    (or one prefix inside the other's ``prefix:*``), each one's ``delete_pattern``,
+    replayed invalidations and overflow clean-up would remove the other's entries."""
+    seen: list[tuple[str, tuple[str, str]]] = []
+    for name, config in caches.items():
+        space = _key_space(config)
+        if space is None:
+            continue
+        url, prefix = space
+        for other, (other_url, other_prefix) in seen:
+            inside = prefix.startswith(other_prefix + ":") or other_prefix.startswith(prefix + ":")
+            if url == other_url and (prefix == other_prefix or inside):
+                raise ConfigurationError(
+                    f"{_cache_key(name)}.key_prefix",
+                    prefix,
+                    f"a key prefix apart from cache {other!r} ({other_prefix!r}) on the same "
+                    "server: their keys would mix and each one's clean-up would delete the "
+                    "other's entries",
+                )
+        seen.append((name, space))
+
+
+def _cache_key(name: str) -> str:
+    return "common.cache" if name == DEFAULT_CACHE else f"common.caches.{name}"
 
 
 def parse_settings(
@@ -644,8 +776,12 @@ def parse_settings(
                 f"unknown table{_suggest(str(name), _COMMON_TABLES)}; the library reads "
                 f"{', '.join(f'common.{table}' for table in _COMMON_TABLES)}",
             )
+    default = _cache(common.get("cache"), known_backends)
+    named = _named_caches(common.get("caches"), known_backends)
+    _check_apart({DEFAULT_CACHE: default, **named})
     return Settings(
         env=env,
         circuit_breakers=_breakers(common.get("circuit_breakers")),
-        cache=_cache(common.get("cache"), known_backends),
+        cache=default,
+        caches=MappingProxyType(named),
     )

@@ -155,10 +155,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", help="test, development or production (default $TASKER_ENV)")
+    parser.add_argument(
+        "--env",
+        help="test, development, production or any folder under config/tasker/environments "
+        "(default $TASKER_ENV, else development)",
+    )
     parser.add_argument(
         "--root",
-        help="where config/tasker and settings.toml live (default $TASKER_CONFIG_ROOT or .)",
+        help="an existing folder holding config/tasker and settings.toml "
+        "(default $TASKER_CONFIG_ROOT or .)",
     )
     parser.add_argument(
         "--import",
@@ -294,7 +299,11 @@ def _health(args: argparse.Namespace) -> int:
     from tasker_resilience._operations.http import serve
 
     def ready(base_url: str) -> None:
-        print(f"serving {base_url}/health and {base_url}/metrics (Ctrl-C to stop)", flush=True)
+        print(
+            f"serving {base_url}/health and {base_url}/metrics (also /livez and /readyz; "
+            "Ctrl-C to stop)",
+            flush=True,
+        )
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
@@ -375,16 +384,21 @@ def _config(args: argparse.Namespace) -> int:
     _import_requested(args)
     loaded, settings = load_validated(args.env, root=args.root)
     flat: dict[str, Any] = {}
-    for section in ("circuit_breakers", "cache"):
-        _effective(getattr(settings, section), f"common.{section}", flat)
-    # backend_options repeats the backend's own table under a generic name; show it
-    # under its real key (common.cache.<backend>) where a user would look for it.
-    options = {k: v for k, v in flat.items() if k.startswith("common.cache.backend_options.")}
-    for key in options:
-        del flat[key]
-    if settings.cache.backend not in ("redis", "dragonfly", "memory"):
-        for key, value in options.items():
-            flat[key.replace("backend_options", settings.cache.backend, 1)] = value
+    _effective(settings.circuit_breakers, "common.circuit_breakers", flat)
+    for name, cache in settings.caches.items():
+        prefix = "common.cache" if name == "default" else f"common.caches.{name}"
+        section: dict[str, Any] = {}
+        _effective(cache, prefix, section)
+        if name != "default":
+            del section[f"{prefix}.plugins"]  # read from [common.cache] only
+        # backend_options repeats the backend's own table under a generic name; show it
+        # under its real key (common.cache.<backend>) where a user would look for it.
+        options = f"{prefix}.backend_options."
+        for key in [key for key in section if key.startswith(options)]:
+            value = section.pop(key)
+            if cache.backend not in ("redis", "dragonfly", "memory"):
+                section[f"{prefix}.{cache.backend}.{key[len(options) :]}"] = value
+        flat.update(section)
     rows = {
         key: {"value": _redacted(key, value), "source": _source(key, loaded.sources, loaded.root)}
         for key, value in sorted(flat.items())
@@ -435,6 +449,19 @@ def _check_drill_url(parser: argparse.ArgumentParser, url: str) -> None:
         parser.error(f"--url {redact_url(url)!r} is not valid: {exc.allowed}")
 
 
+_OPTIONS = {"env": "--env", "root": "--root"}
+"""``configure()`` arguments the command line fills from its options."""
+
+
+def _as_option(exc: ConfigurationError) -> ConfigurationError:
+    """``exc`` naming the command-line option (``--env``) where the value came from one:
+    the argument's name (``env``) means nothing to whoever typed ``--env``."""
+    option = _OPTIONS.get(exc.key)
+    if option is None:
+        return exc
+    return ConfigurationError(option, exc.value, exc.allowed)
+
+
 # --- entry point -----------------------------------------------------------------------
 
 
@@ -464,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(devnull)
         return EXIT_OK
     except ConfigurationError as exc:
-        print(f"{PROG} {args.command}: configuration error: {exc}", file=sys.stderr)
+        print(f"{PROG} {args.command}: configuration error: {_as_option(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     except DrillError as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)

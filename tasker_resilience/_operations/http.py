@@ -1,10 +1,16 @@
-"""``GET /health`` and ``GET /metrics`` as a WSGI app and an ASGI app, no web framework needed.
+"""``/livez``, ``/readyz``, ``/health`` and ``/metrics`` as a WSGI app and an ASGI app,
+no web framework needed.
 
 Mount either under a prefix of your own application (the guide shows Flask, Django,
 FastAPI and Starlette), or run the standalone server: ``tasker-resilience health --serve``.
 
-- ``/health``: the health report as JSON; 200 when healthy or degraded (the cache is not
-  critical: keep the instance in rotation), 503 when unhealthy.
+- ``/livez``: 200 while the process answers; no settings, no breakers, no I/O. For a
+  Kubernetes liveness probe: restarting a process does not fix a dependency.
+- ``/readyz``: the critical breakers only, read without I/O; 503 while one of them is
+  open, else 200. For a readiness probe.
+- ``/health``: the full report as JSON; 200 when healthy or degraded (an open breaker
+  that is not ``critical`` degrades: keep the instance in rotation), 503 when unhealthy.
+  Each cache's backend is checked at most once per ``health_probe_interval_seconds``.
 - ``/metrics``: Prometheus exposition when the ``prometheus`` extra is installed, else 404
   saying how to install it.
 - Any other path: 404. Any method but GET and HEAD: 405.
@@ -29,19 +35,21 @@ from typing import TYPE_CHECKING, Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _wsgiref_make_server
 
-from tasker_resilience._operations.health import UNHEALTHY
+from tasker_resilience._operations.health import UNHEALTHY, build_readiness
+from tasker_resilience._resilience import Resilience
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from prometheus_client.registry import CollectorRegistry
 
-    from tasker_resilience._resilience import Resilience
-
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "HEALTH_PATH",
+    "LIVE_PATH",
     "METRICS_PATH",
+    "PATHS",
+    "READY_PATH",
     "ASGIApp",
     "Endpoints",
     "health_asgi_app",
@@ -54,7 +62,10 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8089
 
 HEALTH_PATH: Final = "/health"
+LIVE_PATH: Final = "/livez"
+READY_PATH: Final = "/readyz"
 METRICS_PATH: Final = "/metrics"
+PATHS: Final = (LIVE_PATH, READY_PATH, HEALTH_PATH, METRICS_PATH)
 _ALLOWED_METHODS: Final = ("GET", "HEAD")
 
 Scope = MutableMapping[str, Any]
@@ -113,24 +124,30 @@ class Endpoints:
         return current()
 
     def handle(self, method: str, path: str, accept: str | None) -> _Response:
-        if path not in (HEALTH_PATH, METRICS_PATH):
-            return _text(404, f"not found: {path} (try {HEALTH_PATH} or {METRICS_PATH})")
+        if path not in PATHS:
+            return _text(404, f"not found: {path} (try {', '.join(PATHS)})")
         if method not in _ALLOWED_METHODS:
             return _text(
                 405, f"method {method} not allowed", ("Allow", ", ".join(_ALLOWED_METHODS))
             )
+        if path == LIVE_PATH:
+            # The process answers: that is all liveness means. Nothing else is read, so
+            # a dependency's outage can never get the process restarted.
+            return _json(200, {"status": "alive"})
+        if path == READY_PATH:
+            return self._report(build_readiness, "readiness")
         if path == HEALTH_PATH:
-            return self._health()
+            return self._report(Resilience.health, "health")
         return self._metrics(accept)
 
-    def _health(self) -> _Response:
+    def _report(self, build: Callable[[Resilience], dict[str, Any]], what: str) -> _Response:
         try:
-            report = self._resolve().health()
+            report = build(self._resolve())
         except Exception as exc:
             # The type only at ERROR: messages of connection errors may name hosts or
             # carry settings; the traceback is there at DEBUG for whoever needs it.
-            _log.error("health report failed: %s", type(exc).__name__)
-            _log.debug("health report failed", exc_info=True)
+            _log.error("%s report failed: %s", what, type(exc).__name__)
+            _log.debug("%s report failed", what, exc_info=True)
             return _json(503, {"status": UNHEALTHY, "error": type(exc).__name__})
         return _json(503 if report["status"] == UNHEALTHY else 200, report)
 
@@ -153,7 +170,7 @@ class Endpoints:
 
 
 def health_wsgi_app(resilience: Resilience | None = None) -> WSGIApplication:
-    """A WSGI app serving ``/health`` and ``/metrics`` for ``resilience``
+    """A WSGI app serving ``/livez``, ``/readyz``, ``/health`` and ``/metrics`` for ``resilience``
     (default: the process-wide one, looked up on each request)."""
     endpoints = Endpoints(resilience)
 
@@ -190,7 +207,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def health_asgi_app(resilience: Resilience | None = None) -> ASGIApp:
-    """An ASGI app serving ``/health`` and ``/metrics`` for ``resilience``
+    """An ASGI app serving ``/livez``, ``/readyz``, ``/health`` and ``/metrics`` for ``resilience``
     (default: the process-wide one, looked up on each request)."""
     endpoints = Endpoints(resilience)
 
@@ -211,8 +228,12 @@ def health_asgi_app(resilience: Resilience | None = None) -> ASGIApp:
             ),
             None,
         )
-        # The health check may wait up to the cache's socket timeout: off the loop.
-        response = await asyncio.to_thread(endpoints.handle, method, _route_path(scope), accept)
+        path = _route_path(scope)
+        if path == LIVE_PATH:
+            response = endpoints.handle(method, path, accept)  # nothing to wait for
+        else:
+            # A health check may wait up to a cache's socket timeout: off the loop.
+            response = await asyncio.to_thread(endpoints.handle, method, path, accept)
         await send(
             {
                 "type": "http.response.start",
@@ -264,7 +285,8 @@ def serve(
     *,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``/health`` and ``/metrics`` until interrupted (KeyboardInterrupt propagates).
+    """Serve ``/livez``, ``/readyz``, ``/health`` and ``/metrics`` until interrupted
+    (KeyboardInterrupt propagates).
 
     ``on_ready`` receives the base URL once the socket is bound.
     """

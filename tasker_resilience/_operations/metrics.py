@@ -122,71 +122,84 @@ class ResilienceCollector:
             "neutral: cancelled, a caller mistake or an exhausted local pool).",
             labels=["breaker", "outcome"],
         )
+        # Every cache family carries a `cache` label: "default" for [common.cache], the
+        # name of each [common.caches.<name>] or attached cache for the others.
         cache_ops = CounterMetricFamily(
             f"{_PREFIX}_cache_operations",
-            "Cache operations by operation and outcome "
+            "Cache operations by cache, operation and outcome "
             "(hit, miss, ok, error, skipped_open: answered at once while the circuit is open, "
             "pool_exhausted: no free local connection; not a backend failure).",
-            labels=["operation", "outcome"],
+            labels=["cache", "operation", "outcome"],
         )
         cache_info = GaugeMetricFamily(
             f"{_PREFIX}_cache_info",
-            "The configured cache backend (always 1).",
-            labels=["backend", "enabled", "distributed"],
+            "Each cache's configured backend and its breaker (always 1).",
+            labels=["cache", "backend", "enabled", "distributed", "breaker"],
         )
         near_ops = CounterMetricFamily(
             f"{_PREFIX}_cache_near",
             "Near-tier lookups by outcome (hit, miss: fresh lookups; stale_served: answered "
             "from the tier while the cache was unavailable; invalidated: keys the server "
             "pushed; evicted: least recently used; generations_ended: trust resets).",
-            labels=["outcome"],
+            labels=["cache", "outcome"],
         )
         near_entries = GaugeMetricFamily(
-            f"{_PREFIX}_cache_near_entries", "Entries held by the near tier."
+            f"{_PREFIX}_cache_near_entries", "Entries held by the near tier.", labels=["cache"]
         )
         near_bytes = GaugeMetricFamily(
-            f"{_PREFIX}_cache_near_bytes", "Estimated memory held by the near tier."
+            f"{_PREFIX}_cache_near_bytes",
+            "Estimated memory held by the near tier.",
+            labels=["cache"],
         )
-        near: dict[str, int] | None = None
+        any_near = False
         node_state = GaugeMetricFamily(
             f"{_PREFIX}_cache_node_state",
             "State of each cache node's own breaker (Redis Cluster masters): "
             "0 closed, 1 half-open, 2 open.",
-            labels=["node"],
+            labels=["cache", "node"],
         )
         node_calls = CounterMetricFamily(
             f"{_PREFIX}_cache_node_calls",
             "Calls to each cache node by outcome (rejected: refused while its breaker is open).",
-            labels=["node", "outcome"],
+            labels=["cache", "node", "outcome"],
         )
         if res is not None:
-            for node, metrics in sorted(res.cache.nodes().items()):
-                node_state.add_metric([node], STATE_VALUES[metrics["state"]])
-                for outcome, key in _CALL_OUTCOMES:
-                    node_calls.add_metric([node, outcome], metrics[key])
             for name, metrics in res.breakers.snapshot().items():
                 self._add_breaker(name, metrics, state, in_state, streak, retry_after)
                 transitions.add_metric([name], metrics["transitions"])
                 for outcome, key in _CALL_OUTCOMES:
                     calls.add_metric([name, outcome], metrics[key])
-            cache = res.cache
-            stats = cache.stats()
-            near = stats.pop("near", None)
-            for operation, outcomes in sorted(stats.items()):
-                for outcome, count in sorted(outcomes.items()):
-                    cache_ops.add_metric([operation, outcome], count)
-            if near is not None:
-                for outcome in _NEAR_COUNTERS:
-                    near_ops.add_metric([outcome], near[outcome])
-                near_entries.add_metric([], near["entries"])
-                near_bytes.add_metric([], near["bytes"])
-            cache_info.add_metric(
-                [cache.backend_name, _label(cache.enabled), _label(cache.distributed)], 1
-            )
+            for cache_name, cache in res.caches.items():
+                for node, metrics in sorted(cache.nodes().items()):
+                    node_state.add_metric([cache_name, node], STATE_VALUES[metrics["state"]])
+                    for outcome, key in _CALL_OUTCOMES:
+                        node_calls.add_metric([cache_name, node, outcome], metrics[key])
+                stats = cache.stats()
+                near = stats.pop("near", None)
+                for operation, outcomes in sorted(stats.items()):
+                    for outcome, count in sorted(outcomes.items()):
+                        cache_ops.add_metric([cache_name, operation, outcome], count)
+                if near is not None:
+                    any_near = True
+                    for outcome in _NEAR_COUNTERS:
+                        near_ops.add_metric([cache_name, outcome], near[outcome])
+                    near_entries.add_metric([cache_name], near["entries"])
+                    near_bytes.add_metric([cache_name], near["bytes"])
+                breaker = cache.breaker
+                cache_info.add_metric(
+                    [
+                        cache_name,
+                        cache.backend_name,
+                        _label(cache.enabled),
+                        _label(cache.distributed),
+                        "" if breaker is None else breaker.name,
+                    ],
+                    1,
+                )
         yield from (state, in_state, streak, retry_after, transitions, calls, cache_ops)
         yield from (cache_info, node_state, node_calls)
-        if res is None or near is not None:
-            # Only with the near tier on (or for describe()): otherwise unchanged output.
+        if res is None or any_near:
+            # Only with a near tier on (or for describe()): otherwise unchanged output.
             yield from (near_ops, near_entries, near_bytes)
 
     @staticmethod

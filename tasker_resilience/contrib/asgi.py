@@ -8,7 +8,7 @@ release every connection at shutdown.
     from tasker_resilience.contrib.asgi import resilience_lifespan
 
     app = FastAPI(lifespan=resilience_lifespan())
-    app.mount("/ops", tr.health_asgi_app())      # /ops/health, /ops/metrics
+    app.mount("/ops", tr.health_asgi_app())  # /ops/livez, /ops/readyz, /ops/health, /ops/metrics
 
 No framework is imported here: the lifespan is a plain ``async`` context manager
 factory, which is what FastAPI and Starlette take. See ``docs/examples/fastapi_app.py``
@@ -31,14 +31,16 @@ Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[dict[str, Any]
 
 
 async def aclose_resilience(res: Resilience) -> None:
-    """Close ``res``'s cache connections from inside the event loop that used them.
+    """Close the connections of every cache of ``res`` (the default one, the named ones,
+    attached ones) from inside the event loop that used them.
 
     redis-py's asyncio connections belong to the loop that opened them and can only be
     closed politely there (otherwise they are collected with "unclosed connection"
     warnings); the sync client, used by the health endpoint's worker thread, is closed
     after them.
     """
-    await res.cache.aclose()
+    for cache in res.built_caches().values():
+        await cache.aclose()
     res.close()
 
 

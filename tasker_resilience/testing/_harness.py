@@ -232,7 +232,7 @@ def configure_for_tests(
         server=server,
         backend_factory=factory,
     )
-    harness.cache  # noqa: B018  # build now, as configure() does: start-up state is decided here
+    harness.caches  # noqa: B018  # build now, as configure() does: start-up state is decided here
     if install:
         install_current(harness)
     return harness

@@ -23,6 +23,12 @@ Fixtures (all sync, so they serve ``def`` and ``async def`` tests alike):
     and after the test; the fixtures above use it. Add it to ``usefixtures`` (or an
     autouse fixture) to isolate tests that call ``configure()`` themselves.
 
+A test that configures the library from the settings during its run (``configure()``,
+or a ``@cached`` function configuring it on first use) and so talks to the cache server
+the settings name (a URL from a settings file, a variable or the built-in default, not
+from ``overrides``) gets one :class:`RealCacheServerWarning` naming ``tasker_harness``:
+without it, a test run writes to a shared server (``localhost:6379`` by default).
+
 Only pytest is imported when the plugin loads; the package is imported by the fixtures.
 """
 
@@ -35,9 +41,12 @@ import pytest
 
 if TYPE_CHECKING:
     from tasker_resilience._cache.provider import CacheProvider
+    from tasker_resilience._resilience import Resilience
     from tasker_resilience.testing import Harness, ManualClock
 
 __all__ = [
+    "RealCacheServerWarning",
+    "pytest_runtest_call",
     "tasker_backend",
     "tasker_cache",
     "tasker_clock",
@@ -99,3 +108,50 @@ def tasker_harness(
 def tasker_cache(tasker_harness: Harness) -> CacheProvider:
     """The breaker-guarded cache of ``tasker_harness``."""
     return tasker_harness.cache
+
+
+class RealCacheServerWarning(UserWarning):
+    """A test talked to the cache server named in the settings instead of a test cache."""
+
+
+def _settings_servers(res: Resilience) -> list[str]:
+    """The distributed caches of ``res`` whose URL the settings chose (a file, a
+    variable or the built-in default): each as ``key -> redacted URL``. A URL passed in
+    ``overrides`` was chosen by the test itself, on purpose."""
+    from tasker_resilience._config.schema import DEFAULT_CACHE
+    from tasker_resilience.testing._harness import Harness
+
+    if isinstance(res, Harness):
+        return []
+    servers = []
+    for name, cache in res.built_caches().items():
+        config = res.settings.caches.get(name)
+        if config is None or not cache.distributed:
+            continue  # attached by an integration, or in-process
+        key = ("common.cache" if name == DEFAULT_CACHE else f"common.caches.{name}") + ".redis.url"
+        if res.sources.get(key) != "overrides":
+            servers.append(f"{config.redis.redacted_url} ({key})")
+    return servers
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Warn once for a test that configured the library from the settings and so talks
+    to their real cache server (see the module docstring)."""
+    from tasker_resilience import _resilience
+
+    before = _resilience._current
+    try:
+        return (yield)
+    finally:
+        after = _resilience._current
+        if after is not None and after is not before:
+            servers = _settings_servers(after)
+            if servers:
+                item.warn(
+                    RealCacheServerWarning(
+                        f"this test talks to the settings' cache server {', '.join(servers)}: "
+                        "use the tasker_harness fixture (or configure_for_tests()) so tests "
+                        "get a cache of their own and never write to a shared server"
+                    )
+                )

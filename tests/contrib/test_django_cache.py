@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 BACKEND = "tasker_resilience.contrib.django.ResilientCache"
 SOCKET_TIMEOUT = 0.1
+DJANGO_BREAKER = "cache_django_default"
+"""The breaker of the ``default`` alias: its own, not the settings' ``cache`` breaker."""
 
 
 def _configure(threshold: int = 3, open_seconds: float = 30) -> Resilience:
@@ -269,7 +271,7 @@ def test_open_circuit_answers_each_method_at_once_and_replays_on_recovery(
         dj_cache.set(key, 7)
     provider = dj_cache.provider
     breaker = provider.breaker
-    assert breaker is res.breakers.get("cache")
+    assert breaker is res.breakers.get(DJANGO_BREAKER)
     private_server.freeze()  # any network call now costs a full socket timeout
     breaker.force_open()
     for name, args, expected in OPEN_TABLE:
@@ -293,7 +295,7 @@ def test_open_circuit_answers_each_method_at_once_and_replays_on_recovery(
     assert dj_cache.get_many(["k", "d", "dm1"]) == {}
 
 
-def test_failures_trip_the_shared_cache_breaker(
+def test_failures_trip_the_alias_breaker_only(
     dj_cache: Any, res: Resilience, private_server: LocalServer
 ) -> None:
     dj_cache.set("k", 1)
@@ -302,15 +304,16 @@ def test_failures_trip_the_shared_cache_breaker(
     for _ in range(3):
         assert dj_cache.get("k", "dflt") == "dflt"  # each one waits for the timeout
     assert time.perf_counter() - started >= 3 * SOCKET_TIMEOUT * 0.8
-    assert res.breakers.get("cache").state == "open"
+    assert res.breakers.get(DJANGO_BREAKER).state == "open"
+    assert res.breakers.get("cache").state == "closed"  # the settings' cache: untouched
     assert dj_cache.provider.stats()["get"]["error"] == 3
     # A caller mistake is not an outage: a wrong-type reply raises and does not count.
     private_server.thaw()
-    res.breakers.get("cache").reset()
+    res.breakers.get(DJANGO_BREAKER).reset()
     dj_cache.set("text", "not a number")
     with pytest.raises(redis.ResponseError):
         dj_cache.incr("text")
-    assert res.breakers.get("cache").state == "closed"
+    assert res.breakers.get(DJANGO_BREAKER).state == "closed"
 
 
 # --- a Django view through a frozen server --------------------------------------------------
@@ -328,7 +331,7 @@ def test_view_answers_through_a_frozen_server_in_microseconds_of_cache_time(
         private_server.freeze()
         # Until the breaker opens each cache call waits for its socket timeout.
         tripping = 0
-        while res.breakers.get("cache").state != "open":
+        while res.breakers.get(DJANGO_BREAKER).state != "open":
             tripping += 1
             assert tripping <= 3, "the breaker did not open"
             response = client.get("/answer")
@@ -354,7 +357,7 @@ def test_view_answers_through_a_frozen_server_in_microseconds_of_cache_time(
         assert wait_until(
             lambda: (
                 client.get("/answer").status_code == 200
-                and res.breakers.get("cache").state == "closed"
+                and res.breakers.get(DJANGO_BREAKER).state == "closed"
             ),
             timeout=10,
             interval=0.1,
@@ -376,7 +379,7 @@ async def test_async_view_answers_through_a_frozen_server(
             response = await client.get("/async-answer")
             assert response.status_code == 200
             assert response.json()["answer"] == 42
-        assert res.breakers.get("cache").state == "open"
+        assert res.breakers.get(DJANGO_BREAKER).state == "open"
         cache_times = []
         for _ in range(20):
             response = await client.get("/async-answer")
@@ -412,17 +415,24 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("open_breaker", [None, "cache", "pgmq"])
+@pytest.mark.parametrize("open_breaker", [None, "cache", "pgmq", "task_readiness"])
 def test_health_view_matches_the_wsgi_app(django_settings: Any, open_breaker: str | None) -> None:
     from django.test import Client
 
-    res = configure_for_tests()
+    critical = {"task_readiness": {"critical": True}}
+    res = configure_for_tests({"common": {"circuit_breakers": {"component_configs": critical}}})
     if open_breaker is not None:
         res.breakers.get(open_breaker).force_open()
     response = Client().get("/ops/health")
     status, headers, body = _wsgi_get("/health")
     assert response.status_code == int(status.split()[0])
-    assert response.status_code == (503 if open_breaker == "pgmq" else 200)
+    # Only the critical breaker takes the instance out; the others degrade it.
+    assert response.status_code == (503 if open_breaker == "task_readiness" else 200)
+    ready = Client().get("/ops/readyz")
+    assert ready.status_code == (503 if open_breaker == "task_readiness" else 200)
+    assert set(ready.json()["circuit_breakers"]) == {"task_readiness"}
+    live = Client().get("/ops/livez")
+    assert (live.status_code, live.json()) == (200, {"status": "alive"})
     assert response["Content-Type"] == headers["Content-Type"] == "application/json"
     assert response["Cache-Control"] == "no-store"
     assert _comparable(response.json()) == _comparable(json.loads(body))
@@ -436,6 +446,8 @@ def test_health_urls_are_named(django_settings: Any) -> None:
 
     assert reverse("tasker_resilience:health") == "/ops/health"
     assert reverse("tasker_resilience:metrics") == "/ops/metrics"
+    assert reverse("tasker_resilience:livez") == "/ops/livez"
+    assert reverse("tasker_resilience:readyz") == "/ops/readyz"
 
 
 def test_commands_drop_what_they_change_from_the_near_tier(
@@ -511,3 +523,129 @@ async def _write_oversized_values(dj_cache: Any, res: Resilience, method: str) -
     dj_cache.set("other", 1)
     assert dj_cache.get("other") == 1
     await dj_cache.aclose()
+
+
+# --- an alias is a cache of its own ----------------------------------------------------------
+
+DEAD_URL = "redis://127.0.0.1:1/0"
+"""Port 1: nothing listens, every connection is refused."""
+
+
+def test_the_alias_keeps_caching_through_100_health_probes_of_a_dead_settings_url(
+    django_settings: Any, private_server: LocalServer
+) -> None:
+    from django.core.cache import caches
+    from django.test import Client, override_settings
+
+    # The issue's set-up: the settings' cache (common.cache.redis.url) has no server,
+    # the project's CACHES LOCATION a healthy one.
+    res = configure_for_tests(
+        {"common": {"cache": {"backend": "redis", "redis": {"url": DEAD_URL}}}}
+    )
+    settings_breaker = res.breakers.get("cache")
+    assert settings_breaker.state == "open"  # its start-up check failed
+    client = Client()
+    with override_settings(CACHES=_caches(private_server.url)):
+        cache = caches["default"]
+        for i in range(100):
+            if i == 50:
+                # "After recovery": the settings' breaker is closed again, its server
+                # still dead. Health requests must not open it (nor touch the alias).
+                settings_breaker.reset()
+                counted = settings_breaker.metrics()
+            reply = client.get("/ops/health")
+            assert reply.status_code == 200, reply.content
+            report = reply.json()
+            assert report["status"] == "degraded"  # the settings' cache is down
+            alias = report["caches"]["django_default"]
+            assert (alias["healthy"], alias["circuit_state"]) == (True, "closed")
+            cache.set(f"k{i}", i)
+            assert cache.get(f"k{i}") == i
+        assert cache.provider is not res.cache
+        assert cache.provider.breaker is res.breakers.get(DJANGO_BREAKER)
+        assert res.breakers.get(DJANGO_BREAKER).state == "closed"
+        assert cache.provider.stats()["get"]["hit"] == 100
+        assert settings_breaker.state == "closed"
+        after = settings_breaker.metrics()
+        for key in ("total_calls", "failed_calls", "failure_count"):
+            assert after[key] == counted[key], key
+
+
+def test_each_alias_has_its_own_breaker_and_health_shows_each(
+    django_settings: Any, private_server: LocalServer, second_private_server: LocalServer
+) -> None:
+    from django.core.cache import caches
+    from django.test import Client, override_settings
+
+    res = _configure(threshold=3, open_seconds=30)
+    sessions = _caches(second_private_server.url, NAMESPACE="sessions")["default"]
+    client = Client()
+    with override_settings(CACHES={**_caches(private_server.url), "sessions": sessions}):
+        # Listed before their first use: the health view binds every alias.
+        report = client.get("/ops/health").json()
+        assert report["caches"]["django_default"]["breaker"] == DJANGO_BREAKER
+        assert report["caches"]["django_sessions"]["breaker"] == "cache_django_sessions"
+        default_cache, sessions_cache = caches["default"], caches["sessions"]
+        default_cache.set("page", "html")
+        sessions_cache.set("token", "user-7")
+        second_private_server.freeze()
+        for _ in range(3):  # each waits for its socket timeout, then the breaker opens
+            assert sessions_cache.get("token") is None
+        assert res.breakers.get("cache_django_sessions").state == "open"
+        assert res.breakers.get(DJANGO_BREAKER).state == "closed"
+        started = time.perf_counter()
+        for _ in range(50):
+            assert default_cache.get("page") == "html"
+            assert sessions_cache.get("token") is None  # open: answered at once
+        assert time.perf_counter() - started < SOCKET_TIMEOUT * 5  # no timeout was waited
+        reply = client.get("/ops/health")
+        assert reply.status_code == 200
+        report = reply.json()
+        assert report["status"] == "degraded"
+        assert report["caches"]["django_sessions"]["circuit_state"] == "open"
+        assert report["caches"]["django_default"]["circuit_state"] == "closed"
+        assert report["caches"]["django_default"]["healthy"] is True
+    second_private_server.thaw()
+
+
+def test_the_django_views_over_real_http(django_settings: Any) -> None:
+    import http.client
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    critical = {"task_readiness": {"critical": True}}
+    res = configure_for_tests({"common": {"circuit_breakers": {"component_configs": critical}}})
+    server = make_server("127.0.0.1", 0, WSGIHandler(), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+
+    def get(path: str) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+        try:
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            return reply.status, json.loads(reply.read())
+        finally:
+            conn.close()
+
+    try:
+        res.breakers.get("pgmq").force_open()  # not critical: degraded, still ready
+        status, report = get("/ops/health")
+        assert (status, report["status"]) == (200, "degraded")
+        assert _comparable(report) == _comparable(res.health())
+        assert get("/ops/readyz")[0] == 200
+        res.breakers.get("task_readiness").force_open()  # critical: out of rotation
+        status, report = get("/ops/health")
+        assert (status, report["status"]) == (503, "unhealthy")
+        status, ready = get("/ops/readyz")
+        assert (status, list(ready["circuit_breakers"])) == (503, ["task_readiness"])
+        assert get("/ops/livez") == (200, {"status": "alive"})
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

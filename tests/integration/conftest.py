@@ -15,6 +15,7 @@ from tests.servers import (
     pytest_report_collectionfinish,
     pytest_terminal_summary,
     pytest_unconfigure,
+    second_private_server,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "pytest_report_collectionfinish",
     "pytest_terminal_summary",
     "pytest_unconfigure",
+    "second_private_server",
 ]

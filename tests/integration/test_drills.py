@@ -161,10 +161,14 @@ def test_hang_trips_fails_fast_and_recovers(
     # A thawed server does not close the circuit by itself: the timeout must pass.
     assert _circuit(cache) == "open"
     _wait_for_probe_time(cache, open_seconds)
-    # The health check is the first probe: one success of two, still half-open.
-    assert _health(res) == ("degraded", "half-open", True, "half-open")
+    # Health requests only watch: half-open, no probe made through the breaker.
+    calls = breaker.metrics()["total_calls"]
+    assert _health(res) == ("degraded", "half-open", False, "half-open")
+    assert breaker.metrics()["total_calls"] == calls
+    # Traffic probes: one success of two, still half-open; the second closes it, and
+    # the data outlived the freeze.
+    assert cache.get("k") == "v"
     assert breaker.metrics()["success_count"] == 1
-    # The second probe closes it, and the data outlived the freeze.
     assert cache.get("k") == "v"
     assert _circuit(cache) == "closed"
     assert _health(res) == ("healthy", "closed", True, "closed")

@@ -75,6 +75,7 @@ def test_reports_itself_healthy(cache: CacheProvider, backend_name: str) -> None
         "distributed": True,
         "healthy": True,
         "circuit_state": "closed",
+        "breaker": "cache",
     }
 
 

@@ -262,11 +262,18 @@ def _assert_node_metrics(res: Resilience, node: str) -> None:
     from tasker_resilience._operations.metrics import private_registry
 
     registry = private_registry(res)
-    value = registry.get_sample_value("tasker_resilience_cache_node_state", {"node": node})
+    value = registry.get_sample_value(
+        "tasker_resilience_cache_node_state", {"cache": "default", "node": node}
+    )
     assert value in (1.0, 2.0), value  # half-open or open
     healthy = [n for n in res.cache.nodes() if n != node]
     for name in healthy:
-        assert registry.get_sample_value("tasker_resilience_cache_node_state", {"node": name}) == 0
+        assert (
+            registry.get_sample_value(
+                "tasker_resilience_cache_node_state", {"cache": "default", "node": name}
+            )
+            == 0
+        )
 
 
 def test_a_frozen_master_costs_under_one_percent_of_calls_after_two_seconds(

@@ -5,7 +5,7 @@
     CACHES = {"default": {
         "BACKEND": "tasker_resilience.contrib.django.ResilientCache",
         "LOCATION": "redis://127.0.0.1:6379/0",   # or "" for common.cache.redis.url
-    }}
+    }}   # each alias with a LOCATION: a cache and a breaker of its own (django_<alias>)
 
     urlpatterns = [path("ops/", include("tasker_resilience.contrib.django.urls"))]
 
@@ -16,6 +16,18 @@ cache method does while the circuit is open.
 from __future__ import annotations
 
 from tasker_resilience.contrib.django.cache import DjangoRedisSerializer, ResilientCache
-from tasker_resilience.contrib.django.views import health_view, metrics_view
+from tasker_resilience.contrib.django.views import (
+    health_view,
+    livez_view,
+    metrics_view,
+    readyz_view,
+)
 
-__all__ = ["DjangoRedisSerializer", "ResilientCache", "health_view", "metrics_view"]
+__all__ = [
+    "DjangoRedisSerializer",
+    "ResilientCache",
+    "health_view",
+    "livez_view",
+    "metrics_view",
+    "readyz_view",
+]

@@ -1,10 +1,17 @@
-"""``ResilientCache``: Django's cache API on the library's provider and ``cache`` breaker.
+"""``ResilientCache``: Django's cache API on the library's provider, a breaker per alias.
 
 Every method runs through a :class:`~tasker_resilience.CacheProvider` of the
-process-wide :class:`~tasker_resilience.Resilience`: the registry's ``cache`` breaker
-admits the call, invalidations missed during an outage are replayed before the next
-admitted call, and a backend failure costs at most one socket timeout until the
-breaker opens. After that each method answers at once, without a network call:
+process-wide :class:`~tasker_resilience.Resilience`. An alias with a ``LOCATION`` of its
+own is a cache of its own, named ``django_<alias>`` (health's ``caches``, the metrics'
+``cache`` label): its provider, connection pool, replay list and breaker
+(``cache_django_<alias>``, configured like any cache breaker) are built from that
+``LOCATION`` and ``OPTIONS``, so nothing of the settings' cache (its URL, its start-up
+check, its health probes, its breaker) can switch it off. An empty ``LOCATION`` uses the
+settings' ``default`` cache and its ``cache`` breaker.
+
+The breaker admits each call, invalidations missed during an outage are replayed
+before the next admitted call, and a backend failure costs at most one socket timeout
+until the breaker opens. After that each method answers at once, without a network call:
 
 ===================================  ===============================================
 method (and its ``a``-prefixed twin)  while the circuit is open (or the call fails)
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import pickle
 import re
@@ -53,17 +61,24 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from tasker_resilience._cache.backends.contract import backend_factory
 from tasker_resilience._cache.backends.redis_backend import RedisBackend
+from tasker_resilience._cache.faults import check_shared_state
 from tasker_resilience._cache.invalidations import DELETE, Step
 from tasker_resilience._cache.keys import escape_glob
 from tasker_resilience._cache.limits import checked_ttl
 from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import SerializationError
 from tasker_resilience._config.redact import redact_url
-from tasker_resilience._config.schema import RedisConfig, parse_redis_config
+from tasker_resilience._config.schema import (
+    CACHE_BREAKER,
+    NearConfig,
+    RedisConfig,
+    cache_breaker_name,
+    parse_redis_config,
+)
 from tasker_resilience._errors import ConfigurationError
 from tasker_resilience._resilience import Resilience, current
 
-__all__ = ["OPTIONS", "DjangoRedisSerializer", "ResilientCache"]
+__all__ = ["OPTIONS", "DjangoRedisSerializer", "ResilientCache", "bind_caches"]
 
 T = TypeVar("T")
 
@@ -220,8 +235,15 @@ def _redis_options(options: Mapping[str, Any]) -> tuple[str, dict[str, Any], obj
 
 
 def _redis_config(
-    location: str | None, base: RedisConfig, overrides: Mapping[str, Any], db: object
+    location: str | None,
+    res: Resilience | None,
+    overrides: Mapping[str, Any],
+    db: object,
 ) -> RedisConfig:
+    """The alias's server: its ``LOCATION`` and ``OPTIONS``; pool size and timeouts not
+    in ``OPTIONS`` default to ``[common.cache.redis]``'s (``res`` None: the built-in
+    defaults, for the check at start-up)."""
+    base = RedisConfig() if res is None else res.settings.cache.redis
     url = location or base.url
     if db is not None:
         url = _with_db(url, db)
@@ -235,48 +257,102 @@ def _redis_config(
     return parse_redis_config(raw, SETTING)
 
 
+def _alias_of(location: object, params: Mapping[str, Any]) -> str | None:
+    """The ``CACHES`` alias Django built this cache from. Django passes a backend its
+    entry without ``BACKEND`` and ``LOCATION`` (``CacheHandler.create_connection``),
+    not its alias: the entry that matches is the one."""
+    try:
+        from django.core.cache import caches
+
+        entries = caches.settings.items()
+    except Exception:
+        return None  # settings not configured: a cache built by hand
+    for alias, entry in entries:
+        rest = {key: value for key, value in entry.items() if key not in ("BACKEND", "LOCATION")}
+        if entry.get("LOCATION", "") == location and rest == dict(params):
+            return str(alias)
+    return None
+
+
+def _cache_name(location: object, params: Mapping[str, Any]) -> str:
+    """``django_<alias>`` (lower case, other characters as ``_``: it is part of the
+    breaker's name, a TOML key and a variable segment). A cache built by hand, outside
+    ``CACHES``, is named after a digest of its location and options instead."""
+    alias = _alias_of(location, params)
+    if alias is None:
+        digest = hashlib.sha256(repr((location, sorted(params.items()))).encode()).hexdigest()
+        return f"django_{digest[:8]}"
+    return "django_" + (re.sub("[^a-z0-9_]", "_", alias.lower()) or "alias")
+
+
 class _SharedProviders:
-    """One provider (and connection pool) per configuration and Resilience.
+    """One provider (and connection pool, and breaker) per alias and Resilience.
 
     Django builds a cache object per thread (and per async context); they all share
-    the provider, so a process holds one pool per LOCATION, not one per thread. A new
-    ``configure()`` gets new providers; the previous one's connections are closed.
+    the provider, so a process holds one pool per alias, not one per thread. A new
+    ``configure()`` gets new providers (they take over what the previous one still had
+    to replay on the same server); the previous one's connections are closed.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._providers: dict[tuple[Any, ...], tuple[Resilience, CacheProvider]] = {}
+        self._providers: dict[str, tuple[Resilience, tuple[Any, ...], CacheProvider]] = {}
 
     def get(
-        self, res: Resilience, location: str | None, overrides: Mapping[str, Any], db: object
+        self,
+        res: Resilience,
+        name: str,
+        location: str | None,
+        overrides: Mapping[str, Any],
+        db: object,
     ) -> CacheProvider:
         if location is None and not overrides and db is None:
             return _configured_cache(res)
         key = (location, tuple(sorted(overrides.items())), db)
         with self._lock:
-            entry = self._providers.get(key)
-            if entry is not None and entry[0] is res:
-                return entry[1]
-            config = _redis_config(location, res.settings.cache.redis, overrides, db)
-            cache_config = dataclasses.replace(res.settings.cache, backend="redis", redis=config)
-            # The registered factory: it picks the single-server, Sentinel or Cluster
-            # backend from the URL, as for common.cache.redis.url.
-            backend = backend_factory("redis")(cache_config)
-            if not isinstance(backend, RedisBackend):
-                raise ConfigurationError(
-                    f"{SETTING} LOCATION", redact_url(config.url), "a Redis-protocol URL"
-                )
-            provider = CacheProvider(
-                backend,
-                breaker=res.cache.breaker or res.breakers.get("cache"),
-                key_prefix=cache_config.key_prefix,
-                default_ttl_seconds=cache_config.default_ttl_seconds,
-                max_pending_invalidations=cache_config.max_pending_invalidations,
-            )
-            self._providers[key] = (res, provider)
+            entry = self._providers.get(name)
+            if entry is not None and entry[0] is res and entry[1] == key:
+                return entry[2]
+            provider = _build_provider(res, name, _redis_config(location, res, overrides, db))
+            if entry is not None and entry[1] == key:
+                # The same server under a new Resilience: what the old provider could
+                # not apply (an outage) is replayed here before this one reads.
+                provider.adopt_invalidations(entry[2])
+            self._providers[name] = (res, key, provider)
+        res.attach_cache(name, provider)
         if entry is not None:
-            entry[1].close()
+            entry[2].close()
         return provider
+
+
+def _build_provider(res: Resilience, name: str, config: RedisConfig) -> CacheProvider:
+    """A provider of its own for cache ``name``: its own backend on ``config``, its own
+    breaker; defaults for the rest (key prefix, TTL, replay bound, probe interval) come
+    from ``[common.cache]``, never its state."""
+    cache_config = dataclasses.replace(
+        res.settings.cache, backend="redis", redis=config, near=NearConfig()
+    )
+    # The registered factory: it picks the single-server, Sentinel or Cluster backend
+    # from the URL, as for common.cache.redis.url.
+    backend = backend_factory("redis")(cache_config)
+    if not isinstance(backend, RedisBackend):
+        raise ConfigurationError(
+            f"{SETTING} LOCATION", redact_url(config.url), "a Redis-protocol URL"
+        )
+    breaker_name = cache_breaker_name(name)
+    # Without an entry of its own in component_configs it takes the `cache` breaker's.
+    res.breakers.declare(breaker_name, like=CACHE_BREAKER)
+    breaker = res.breakers.get(breaker_name)
+    check_shared_state(breaker, backend)
+    return CacheProvider(
+        backend,
+        breaker=breaker,
+        key_prefix=cache_config.key_prefix,
+        default_ttl_seconds=cache_config.default_ttl_seconds,
+        max_pending_invalidations=cache_config.max_pending_invalidations,
+        health_probe_interval_seconds=cache_config.health_probe_interval_seconds,
+        clock=res.clock,
+    )
 
 
 def _configured_cache(res: Resilience) -> CacheProvider:
@@ -300,19 +376,22 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
     """A Django cache backend that never lets a failing Redis slow a request down.
 
     ``LOCATION``: a ``redis://``, ``rediss://`` or ``unix://`` URL (passwords are
-    masked wherever it is shown), or empty for ``common.cache.redis.url`` and the
-    process-wide cache itself. ``OPTIONS``: see :data:`OPTIONS`. The breaker is always
-    the process-wide Resilience's ``cache`` breaker.
+    masked wherever it is shown): a cache of its own, ``django_<alias>``, with its own
+    breaker ``cache_django_<alias>``; or empty for the settings' ``default`` cache
+    itself (``common.cache.redis.url``, breaker ``cache``). ``OPTIONS``: see
+    :data:`OPTIONS`.
     """
 
     def __init__(self, location: str | Sequence[str] | None, params: dict[str, Any]) -> None:
+        self.name = _cache_name(location, params)
+        """The cache's name in health and metrics (``django_<alias>``)."""
         super().__init__(params)
         self._location = _first_server(location) if location else None
         namespace, self._overrides, self._db = _redis_options(params.get("OPTIONS") or {})
         if self._location is not None or self._overrides or self._db is not None:
             # Fail at start-up, not at the first request: the values are checked now
             # (the defaults come from the settings when the pool is built).
-            _redis_config(self._location, RedisConfig(), self._overrides, self._db)
+            _redis_config(self._location, None, self._overrides, self._db)
         self._namespace = namespace + ":"
         self._clear_pattern = escape_glob(namespace) + ":*"
         self._serializer = DjangoRedisSerializer()
@@ -326,11 +405,16 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
         res = current()
         bound = self._bound
         if bound is None or bound[0] is not res:
-            provider = _shared.get(res, self._location, self._overrides, self._db)
+            provider = _shared.get(res, self.name, self._location, self._overrides, self._db)
             backend = provider.backend
             assert isinstance(backend, RedisBackend)  # checked where the provider is made
             bound = self._bound = (res, provider, backend)
         return bound[1], bound[2]
+
+    @property
+    def has_own_server(self) -> bool:
+        """True when ``LOCATION`` or ``OPTIONS`` name a server: a cache of its own."""
+        return self._location is not None or bool(self._overrides) or self._db is not None
 
     @property
     def provider(self) -> CacheProvider:
@@ -565,7 +649,26 @@ class ResilientCache(BaseCache):  # type: ignore[misc]  # Django ships no type h
 
     def __repr__(self) -> str:
         where = redact_url(self._location) if self._location else "common.cache.redis.url"
-        return f"<ResilientCache {where} namespace={self._namespace[:-1]!r}>"
+        return f"<ResilientCache {self.name} {where} namespace={self._namespace[:-1]!r}>"
+
+
+def bind_caches() -> list[str]:
+    """Bind every ``CACHES`` alias served by :class:`ResilientCache` to the process-wide
+    Resilience (no network call), so the health report lists each before its first
+    use; returns their names. The health view calls this."""
+    from django.core.cache import caches
+
+    names = []
+    for alias, entry in caches.settings.items():
+        backend = str(entry.get("BACKEND", ""))
+        if backend.rsplit(".", 1)[-1] == ResilientCache.__name__:
+            cache = caches[alias]
+            # An alias without a server of its own is the settings' default cache,
+            # which the report has anyway.
+            if isinstance(cache, ResilientCache) and cache.has_own_server:
+                cache._bind()
+                names.append(cache.name)
+    return names
 
 
 def _added(command: _Command[Any], result: Any) -> bool:
