@@ -103,7 +103,7 @@ class CacheProvider:
         self._pattern_prefix = escape_glob(key_prefix) + ":"
         self._default_ttl = checked_ttl(default_ttl_seconds, "default_ttl_seconds")
         self._serializer = get_serializer(serializer)
-        self._stats = CacheStats()
+        self._stats = CacheStats(self)  # the provider is what telemetry reports on
         self._faults = faults = CacheFaults(backend, self._backend_name, breaker, self._stats)
         self._policy = faults.policy
         self._where = faults.where
@@ -326,7 +326,9 @@ class CacheProvider:
             near.unavailable()
             stale = near.stale(full)
             if stale is not None:
-                return self._read_entry(stale, serializer, enveloped, miss)
+                value = self._read_entry(stale, serializer, enveloped, miss)
+                self._stats.note(GET, "stale_served")  # after the hit it was counted as
+                return value
             return miss
         near.available()
         near.fill(full, token, raw)

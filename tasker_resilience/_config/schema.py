@@ -29,6 +29,7 @@ __all__ = [
     "NearConfig",
     "RedisConfig",
     "Settings",
+    "TelemetryConfig",
     "parse_redis_config",
     "parse_settings",
     "plugin_modules",
@@ -167,12 +168,23 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """``[common.telemetry]``: what the process reports beyond logs and Prometheus."""
+
+    opentelemetry: bool = True
+    """Report through OpenTelemetry's global providers when its API is installed: metrics,
+    span attributes per cache call, a span event per breaker transition. Read from the
+    process-wide settings (``configure()``); false silences all three."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything ``configure()`` decided, in one immutable object."""
 
     env: str = "development"
     circuit_breakers: BreakersConfig = field(default_factory=BreakersConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -191,7 +203,7 @@ class _Table:
 
 
 _A_TABLE = _Table()
-_COMMON_TABLES = ("cache", "circuit_breakers")
+_COMMON_TABLES = ("cache", "circuit_breakers", "telemetry")
 _CACHE_TABLES = ("redis", "memory", "near")
 
 
@@ -601,6 +613,17 @@ def _cache(raw: object, known_backends: Collection[str]) -> CacheConfig:
     )
 
 
+def _telemetry(raw: object) -> TelemetryConfig:
+    key = "common.telemetry"
+    table = _table(key, raw)
+    _reject_unknown(key, table, ("opentelemetry",))
+    return TelemetryConfig(
+        opentelemetry=_bool(
+            f"{key}.opentelemetry", table.get("opentelemetry", TelemetryConfig.opentelemetry)
+        )
+    )
+
+
 def parse_settings(
     raw: Mapping[str, Any], *, env: str, known_backends: Collection[str]
 ) -> Settings:
@@ -627,4 +650,5 @@ def parse_settings(
         env=env,
         circuit_breakers=_breakers(common.get("circuit_breakers")),
         cache=_cache(common.get("cache"), known_backends),
+        telemetry=_telemetry(common.get("telemetry")),
     )
