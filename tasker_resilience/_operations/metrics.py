@@ -159,6 +159,11 @@ class ResilienceCollector:
             "Calls to each cache node by outcome (rejected: refused while its breaker is open).",
             labels=["node", "outcome"],
         )
+        pending = GaugeMetricFamily(
+            f"{_PREFIX}_cache_pending_invalidations",
+            "Invalidations the cache could not apply (circuit open, backend failing), "
+            "waiting to be replayed when it is back: the replay backlog.",
+        )
         if res is not None:
             for node, metrics in sorted(res.cache.nodes().items()):
                 node_state.add_metric([node], STATE_VALUES[metrics["state"]])
@@ -183,8 +188,9 @@ class ResilienceCollector:
             cache_info.add_metric(
                 [cache.backend_name, _label(cache.enabled), _label(cache.distributed)], 1
             )
+            pending.add_metric([], cache.pending_invalidations()["pending"])
         yield from (state, in_state, streak, retry_after, transitions, calls, cache_ops)
-        yield from (cache_info, node_state, node_calls)
+        yield from (cache_info, node_state, node_calls, pending)
         if res is None or near is not None:
             # Only with the near tier on (or for describe()): otherwise unchanged output.
             yield from (near_ops, near_entries, near_bytes)
