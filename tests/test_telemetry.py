@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -84,10 +84,9 @@ def spans() -> Spans:
 
 
 @pytest.fixture
-def installed() -> Iterator[None]:
+def installed() -> None:
     """The slots filled (the package fills them on import when the API is present)."""
     assert telemetry.install()
-    yield
 
 
 def test_the_package_filled_both_slots_on_import_because_the_api_is_installed() -> None:

@@ -26,6 +26,7 @@ from ._support import SOCKET_TIMEOUT, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
+BREAKER_STATE = "circuitbreaker.state"
 THRESHOLD = 3
 OPEN_SECONDS = 0.5
 NEAR_TTL = 0.2
@@ -33,7 +34,7 @@ NEAR_TTL = 0.2
 
 def _state_changes(span: Any) -> list[tuple[str, str]]:
     return [
-        (event.attributes["circuitbreaker.previous_state"], event.attributes["circuitbreaker.state"])
+        (event.attributes["circuitbreaker.previous_state"], event.attributes[BREAKER_STATE])
         for event in span.events
         if event.name == "circuitbreaker.state_change"
     ]
@@ -80,8 +81,8 @@ def test_an_outage_is_seen_in_spans_events_and_metrics(private_server: LocalServ
     cache.set("hot", {"v": 1})
     assert request("healthy", "hot") == {"v": 1}
     time.sleep(NEAR_TTL * 1.5)  # "hot" is no longer fresh in the near tier
-    healthy = collect(reader)
-    assert value(healthy["tasker_resilience.breaker.state"], **{"circuitbreaker.name": "cache"}) == 0
+    healthy = collect(reader)["tasker_resilience.breaker.state"]
+    assert value(healthy, **{"circuitbreaker.name": "cache"}) == 0
 
     private_server.freeze()
     try:
