@@ -1,4 +1,4 @@
-"""The ``tasker-resilience`` command: ``drill``, ``health`` and ``config``.
+"""The ``tasker-resilience`` command: ``drill``, ``health``, ``config`` and ``explain``.
 
 Exit codes: 0 success (``health``: healthy or degraded), 1 ``health`` unhealthy or a
 drill that did not show the breaker open and close, 2 bad arguments, 3 configuration
@@ -137,6 +137,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_arguments(config)
     config.add_argument("--json", action="store_true", help="print machine-readable output")
+
+    from tasker_resilience._operations.explain import add_parser as add_explain
+
+    add_explain(commands, _add_settings_arguments)
     return parser
 
 
@@ -338,7 +342,7 @@ def _config(args: argparse.Namespace) -> int:
     _import_requested(args)
     loaded, settings = load_validated(args.env, root=args.root)
     flat: dict[str, Any] = {}
-    for section in ("circuit_breakers", "cache"):
+    for section in ("circuit_breakers", "cache", "telemetry"):
         _effective(getattr(settings, section), f"common.{section}", flat)
     # backend_options repeats the backend's own table under a generic name; show it
     # under its real key (common.cache.<backend>) where a user would look for it.
@@ -367,6 +371,14 @@ def _config(args: argparse.Namespace) -> int:
     for key, row in rows.items():
         assignment = f"{key} = {json.dumps(row['value'])}"
         print(f"{assignment:<{width}}  # {row['source']}")
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from tasker_resilience._operations.explain import run
+
+    _import_requested(args)
+    run(args)
     return EXIT_OK
 
 
@@ -408,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "drill" and args.url is not None:
         _check_drill_url(parser, args.url)
-    handlers = {"drill": _drill, "health": _health, "config": _config}
+    handlers = {"drill": _drill, "health": _health, "config": _config, "explain": _explain}
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

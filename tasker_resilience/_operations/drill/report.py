@@ -54,6 +54,9 @@ class DrillReport:
     notes: list[str] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
     """Topology drills: what each outage cost, in place of the single-server comparison."""
+    outage_cost: dict[str, Any] | None = None
+    """One worker's cost of the staged outage, in the terms ``explain`` predicts
+    (``drill/cost.py``)."""
 
     @property
     def ok(self) -> bool:
