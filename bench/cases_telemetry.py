@@ -151,7 +151,8 @@ STAGES = (
                 "µs",
                 "OpenTelemetry's cost per cache call (a warm `memory` get, interleaved "
                 "rounds, difference of the lower quartiles): `no_api` in a process that "
-                "cannot import opentelemetry (the plain counters are checked; the figure is the A/A noise floor of two such caches), "
+                "cannot import opentelemetry (the plain counters are checked; the figure "
+                "is the A/A noise floor of two such caches), "
                 "`api_no_sdk` with the API and no recording span (a cache reporting to the "
                 "slot against one that does not).",
             ),
