@@ -15,6 +15,7 @@ import ast
 import importlib
 import importlib.util
 import inspect
+import itertools
 import os
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def _assignment_docstrings(module_name: str) -> dict[str, str]:
     source = inspect.getsource(importlib.import_module(module_name))
     body = ast.parse(source).body
     found = {}
-    for node, following in zip(body, body[1:], strict=False):
+    for node, following in itertools.pairwise(body):
         targets = (
             node.targets
             if isinstance(node, ast.Assign)
