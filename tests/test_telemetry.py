@@ -405,3 +405,33 @@ def test_without_the_api_nothing_is_hooked_and_the_counters_are_plain() -> None:
         "plain": True,
         "error": telemetry.INSTALL_HINT,
     }
+
+
+class _BrokenSpan(trace.NonRecordingSpan):
+    """A recording span whose SDK fails: telemetry must not break the cache call."""
+
+    def __init__(self) -> None:
+        super().__init__(trace.INVALID_SPAN_CONTEXT)
+
+    def is_recording(self) -> bool:
+        return True
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        raise RuntimeError("exporter on fire")
+
+
+def test_a_failing_span_never_reaches_the_cache_caller(
+    installed: None,
+    backend: CountingBackend,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(telemetry, "_failed_once", False)
+    res = configure_for_tests(COUNTING)
+    res.cache.set("k", 1)
+    with trace.use_span(_BrokenSpan()):
+        assert res.cache.get("k") == 1
+        assert res.cache.get("k") == 1
+    logged = [r for r in caplog.records if r.name == "tasker_resilience.telemetry"]
+    assert len(logged) == 1, "logged once, not on every call"
+    assert "exporter on fire" in caplog.text

@@ -32,6 +32,7 @@ the two slots, and this module fills them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -137,6 +138,8 @@ def _load_api() -> _Api | None:
 
 
 _api: _Api | None = None
+_log = logging.getLogger("tasker_resilience.telemetry")
+_failed_once = False
 _lock = threading.Lock()
 # (meter provider, resilience) pairs already instrumented: registering twice would
 # report every number twice.
@@ -170,24 +173,31 @@ def _cache_name(source: object) -> str:
     return name if isinstance(name, str) and name else DEFAULT_CACHE_NAME
 
 
-def _on_outcome(source: _Reported, op: str, outcome: str) -> None:
-    """Outcome slot: the cache call's attributes on the active span, if it records."""
+def _on_outcome(source: _Reported | None, op: str, outcome: str) -> None:
+    """Outcome slot: the cache call's attributes on the active span, if it records.
+    Runs inside the cache call: whatever goes wrong here is logged, never raised."""
     api = _api
     if api is None or not _switched_on():
         return
-    span = api.get_current_span()
-    if not span.is_recording():
-        return
-    attributes: dict[str, str] = {
-        CACHE_NAME: _cache_name(source),
-        CACHE_OPERATION: op,
-        CACHE_USAGE: USAGE.get(outcome, outcome),
-    }
-    breaker = source.breaker
-    if breaker is not None:
-        attributes[BREAKER_NAME] = breaker.name
-        attributes[BREAKER_STATE] = breaker.state
-    span.set_attributes(attributes)
+    try:
+        span = api.get_current_span()
+        if not span.is_recording():
+            return
+        attributes: dict[str, str] = {
+            CACHE_NAME: _cache_name(source),
+            CACHE_OPERATION: op,
+            CACHE_USAGE: USAGE.get(outcome, outcome),
+        }
+        breaker = getattr(source, "breaker", None)
+        if breaker is not None:
+            attributes[BREAKER_NAME] = breaker.name
+            attributes[BREAKER_STATE] = breaker.state
+        span.set_attributes(attributes)
+    except Exception:
+        global _failed_once
+        if not _failed_once:  # once: a broken SDK must not flood the log on every call
+            _failed_once = True
+            _log.exception("OpenTelemetry span attributes for a cache %s failed; ignored", op)
 
 
 def _on_transition(name: str, old: str, new: str, failure_count: int) -> None:
