@@ -128,8 +128,8 @@ def test_the_text_names_every_prediction() -> None:
     ("args", "message"),
     [
         (("--rate", "0"), "argument --rate: '0' must be greater than 0"),
-        (("--workers", "two"), "argument --workers: 'two' is not a whole number"),
-        (("--cache-calls-per-request", "1.5"), "'1.5' is not a whole number"),
+        (("--workers", "two"), "argument --workers: 'two' is not a number"),
+        (("--cache-calls-per-request", "1.5"), "'1.5' is not a number"),
         (("--hit-ratio", "1"), "'1' must be from 0 up to (not including) 1"),
     ],
 )

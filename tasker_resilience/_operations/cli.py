@@ -140,7 +140,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from tasker_resilience._operations.explain import add_parser as add_explain
 
-    add_explain(commands, _add_settings_arguments)
+    add_explain(commands, _add_settings_arguments, _positive)
     return parser
 
 

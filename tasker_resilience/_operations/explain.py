@@ -259,20 +259,6 @@ def format_explanation(result: dict[str, Any]) -> str:
 # --- the command ---------------------------------------------------------------------------
 
 
-def _positive(kind: Callable[[str], float], what: str) -> Callable[[str], Any]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-        return value
-
-    parse.__name__ = what
-    return parse
-
-
 def _ratio(text: str) -> float:
     try:
         value = float(text)
@@ -283,8 +269,13 @@ def _ratio(text: str) -> float:
     return value
 
 
-def add_parser(commands: Any, add_settings_arguments: Callable[[Any], None]) -> None:
-    """The ``explain`` subcommand, on the CLI's subparsers."""
+def add_parser(
+    commands: Any,
+    add_settings_arguments: Callable[[Any], None],
+    positive: Callable[[type[float] | type[int]], Callable[[str], Any]],
+) -> None:
+    """The ``explain`` subcommand, on the CLI's subparsers (with the CLI's own settings
+    arguments and number parsing, so every command reads and refuses them alike)."""
     parser = commands.add_parser(
         "explain",
         help="predict what a cache outage costs with the current settings",
@@ -295,26 +286,18 @@ def add_parser(commands: Any, add_settings_arguments: Callable[[Any], None]) -> 
         "nothing.",
     )
     add_settings_arguments(parser)
-    parser.add_argument(
-        "--rate",
-        type=_positive(float, "a number"),
-        default=DEFAULT_RATE,
-        help=f"requests per second per worker process (default {DEFAULT_RATE:g})",
-    )
-    parser.add_argument(
-        "--cache-calls-per-request",
-        type=_positive(int, "a whole number"),
-        default=DEFAULT_CALLS,
-        metavar="K",
-        help=f"cache calls each request makes (default {DEFAULT_CALLS})",
-    )
-    parser.add_argument(
-        "--workers",
-        type=_positive(int, "a whole number"),
-        default=DEFAULT_WORKERS,
-        metavar="W",
-        help=f"worker processes per host (default {DEFAULT_WORKERS})",
-    )
+    for flag, kind, metavar, default, text in (
+        ("--rate", float, "N", DEFAULT_RATE, "requests per second per worker process"),
+        ("--cache-calls-per-request", int, "K", DEFAULT_CALLS, "cache calls each request makes"),
+        ("--workers", int, "W", DEFAULT_WORKERS, "worker processes per host"),
+    ):
+        parser.add_argument(
+            flag,
+            type=positive(kind),
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default:g})",
+        )
     parser.add_argument(
         "--hit-ratio",
         type=_ratio,
