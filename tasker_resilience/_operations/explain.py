@@ -100,7 +100,7 @@ def explain(settings: Settings, load: Load) -> dict[str, Any]:
     socket, connect = redis.socket_timeout_seconds, redis.connect_timeout_seconds
     # A breaker that backs off or probes with a budget of its own: read where present.
     probe_timeout = getattr(redis, "probe_socket_timeout_seconds", None)
-    probe = float(probe_timeout) if probe_timeout else socket
+    probe = min(float(probe_timeout), socket) if probe_timeout else socket
     open_seconds = breaker.timeout_seconds
     max_open = float(getattr(breaker, "max_timeout_seconds", open_seconds) or open_seconds)
     f, k, w = breaker.failure_threshold, load.cache_calls, load.workers

@@ -223,11 +223,12 @@ def _on_transition(name: str, old: str, new: str, failure_count: int) -> None:
 
 
 def _providers(res: Resilience) -> Iterator[tuple[str, CacheProvider]]:
-    """``(cache name, provider)`` for each cache of ``res``: several when the Resilience
-    holds named caches (a ``caches`` mapping), else its one cache as ``default``."""
-    caches = getattr(res, "caches", None)
-    if isinstance(caches, Mapping):
-        for name, provider in sorted(caches.items()):
+    """``(cache name, provider)`` for each cache of ``res`` built so far: several where
+    the Resilience holds named caches (``built_caches()``), else its one cache as
+    ``default``. A collection never builds a cache (that would reach its server)."""
+    built: Callable[[], Mapping[str, CacheProvider]] | None = getattr(res, "built_caches", None)
+    if built is not None:
+        for name, provider in sorted(built().items()):
             yield str(name), provider
         return
     yield DEFAULT_CACHE_NAME, res.cache
