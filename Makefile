@@ -80,3 +80,15 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(NEWEST_VENV) .venv-example build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# --- docs: the site and its API reference (mkdocs.yml), from the `docs` extra ----------
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
+
+.PHONY: docs
+## docs: build the guides and the API reference from the docstrings (--strict: a warning fails)
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

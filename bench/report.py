@@ -232,7 +232,10 @@ def render_markdown(results: Mapping[str, Any], stages: Sequence[Stage]) -> str:
         "",
         "The paragraph the README quotes, from this run:",
         "",
-        *render_readme_summary(results).splitlines()[1:-1],
+        # Quoted here, the README's link to this page is a link to itself.
+        *render_readme_summary(results)
+        .replace("](docs/benchmarks.md)", "](benchmarks.md)")
+        .splitlines()[1:-1],
         "",
         "## Machine",
         "",

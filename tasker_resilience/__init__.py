@@ -37,6 +37,8 @@ from tasker_resilience._config.schema import (
 from tasker_resilience._errors import CircuitOpenError, ConfigurationError
 from tasker_resilience._operations.http import health_asgi_app, health_wsgi_app
 from tasker_resilience._operations.metrics import register_metrics
+from tasker_resilience._operations.telemetry import install as _install_telemetry
+from tasker_resilience._operations.telemetry import instrument_opentelemetry
 from tasker_resilience._resilience import (
     Resilience,
     configure,
@@ -72,7 +74,12 @@ __all__ = [
     "glob_to_regex",
     "health_asgi_app",
     "health_wsgi_app",
+    "instrument_opentelemetry",
     "register_backend",
     "register_metrics",
     "unregister_backend",
 ]
+
+# OpenTelemetry through the global providers when its API is installed (no call needed;
+# [common.telemetry] opentelemetry = false silences it): see _operations/telemetry.py.
+_install_telemetry()

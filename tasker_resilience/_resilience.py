@@ -115,6 +115,7 @@ class Resilience:
                     factory=self._backend_factory if name == DEFAULT_CACHE else None,
                     clock=self.clock,
                     breaker_name=cache_breaker_name(name),
+                    name=name,
                 )
                 self._caches[name] = cache
                 if name == DEFAULT_CACHE:
@@ -146,6 +147,7 @@ class Resilience:
             raise ConfigurationError(
                 "cache", name, "a name no configured cache has ([common.caches.<name>])"
             )
+        provider.name = name
         with self._cache_lock:
             previous = self._caches.get(name)
             self._caches[name] = provider

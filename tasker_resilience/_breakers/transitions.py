@@ -3,18 +3,42 @@
 Transitions are rare and logged at INFO; rejected calls are frequent during an
 outage and logged at DEBUG behind an ``isEnabledFor`` guard, so with DEBUG off the
 hot path pays one cached level check and builds no message.
+
+Telemetry (``_operations/telemetry.py``, above this room) hears of each transition
+through one slot, :func:`set_transition_hook`, that it fills on import; this module
+imports nothing of it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pybreaker
 
-__all__ = ["BREAKER_LOGGER", "GuardedListener", "TransitionLogger", "log_rejected"]
+__all__ = [
+    "BREAKER_LOGGER",
+    "GuardedListener",
+    "TransitionHook",
+    "TransitionLogger",
+    "log_rejected",
+    "set_transition_hook",
+]
 
 BREAKER_LOGGER = logging.getLogger("tasker_resilience.breaker")
+
+TransitionHook = Callable[[str, str, str, int], None]
+"""``hook(breaker_name, old_state, new_state, failure_count)``, on the thread of the call
+that caused the transition."""
+
+_hook: TransitionHook | None = None
+
+
+def set_transition_hook(hook: TransitionHook | None) -> None:
+    """Fill (or empty) the slot every breaker's :class:`TransitionLogger` reports to."""
+    global _hook
+    _hook = hook
 
 
 class _Rejecting(Protocol):
@@ -41,6 +65,12 @@ class TransitionLogger(pybreaker.CircuitBreakerListener):
             new_state.name,
             cb.fail_counter,
         )
+        hook = _hook
+        if hook is not None:
+            try:
+                hook(cb.name, old, new_state.name, cb.fail_counter)
+            except Exception:  # never into the transition: see GuardedListener
+                BREAKER_LOGGER.exception("circuit breaker %r: transition hook raised", cb.name)
 
 
 class GuardedListener(pybreaker.CircuitBreakerListener):

@@ -63,7 +63,7 @@ from tasker_resilience._cache.probe import HealthProbe
 from tasker_resilience._cache.reads import ReadDecoder
 from tasker_resilience._cache.replay import InvalidationReplay
 from tasker_resilience._cache.serializers import Serializer, get_serializer
-from tasker_resilience._config.schema import CACHE_BREAKER
+from tasker_resilience._config.schema import CACHE_BREAKER, DEFAULT_CACHE
 
 if TYPE_CHECKING:
     from tasker_resilience._breakers.registry import BreakerRegistry
@@ -97,7 +97,11 @@ class CacheProvider:
         near: NearTier | None = None,
         health_probe_interval_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        name: str = DEFAULT_CACHE,
     ) -> None:
+        self.name = name
+        """The cache's name: ``default`` for ``[common.cache]``, else its
+        ``[common.caches.<name>]`` (or an integration's alias); metrics and spans carry it."""
         self._backend = backend
         self._breaker = breaker
         self._enabled = enabled
@@ -107,7 +111,7 @@ class CacheProvider:
         self._pattern_prefix = escape_glob(key_prefix) + ":"
         self._default_ttl = checked_ttl(default_ttl_seconds, "default_ttl_seconds")
         self._serializer = get_serializer(serializer)
-        self._stats = CacheStats()
+        self._stats = CacheStats(self)  # the provider is what telemetry reports on
         self._faults = faults = CacheFaults(backend, self._backend_name, breaker, self._stats)
         self._policy = faults.policy
         self._where = faults.where
@@ -143,6 +147,7 @@ class CacheProvider:
         factory: BackendFactory | None = None,
         clock: Callable[[], float] | None = None,
         breaker_name: str = CACHE_BREAKER,
+        name: str = DEFAULT_CACHE,
     ) -> CacheProvider:
         """Build the configured backend (with ``factory`` if given, else the one
         registered for ``config.backend``) and, for a distributed one, guard it with the
@@ -158,6 +163,7 @@ class CacheProvider:
             "max_pending_invalidations": config.max_pending_invalidations,
             "backend_name": config.backend,
             "health_probe_interval_seconds": config.health_probe_interval_seconds,
+            "name": name,
             **timing,
         }
         if not config.enabled:
@@ -337,7 +343,9 @@ class CacheProvider:
             near.unavailable()
             stale = near.stale(full)
             if stale is not None:
-                return self._read_entry(stale, serializer, enveloped, miss)
+                value = self._read_entry(stale, serializer, enveloped, miss)
+                self._stats.note(GET, "stale_served")  # after the hit it was counted as
+                return value
             return miss
         near.available()
         near.fill(full, token, raw)

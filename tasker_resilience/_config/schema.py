@@ -32,6 +32,7 @@ __all__ = [
     "NearConfig",
     "RedisConfig",
     "Settings",
+    "TelemetryConfig",
     "cache_breaker_name",
     "check_cache_name",
     "parse_redis_config",
@@ -206,6 +207,16 @@ def check_cache_name(key: str, name: object) -> str:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """``[common.telemetry]``: what the process reports beyond logs and Prometheus."""
+
+    opentelemetry: bool = True
+    """Report through OpenTelemetry's global providers when its API is installed: metrics,
+    span attributes per cache call, a span event per breaker transition. Read from the
+    process-wide settings (``configure()``); false silences all three."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything ``configure()`` decided, in one immutable object."""
 
@@ -216,6 +227,7 @@ class Settings:
     caches: Mapping[str, CacheConfig] = field(default_factory=lambda: MappingProxyType({}))
     """Every cache by name: ``default`` (always, the same object as :attr:`cache`) and
     each ``[common.caches.<name>]``."""
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def __post_init__(self) -> None:
         # `default` is `cache`, whichever of the two the caller filled in.
@@ -243,7 +255,7 @@ class _Table:
 
 
 _A_TABLE = _Table()
-_COMMON_TABLES = ("cache", "caches", "circuit_breakers")
+_COMMON_TABLES = ("cache", "caches", "circuit_breakers", "telemetry")
 _CACHE_TABLES = ("redis", "memory", "near")
 
 
@@ -754,6 +766,17 @@ def _cache_key(name: str) -> str:
     return "common.cache" if name == DEFAULT_CACHE else f"common.caches.{name}"
 
 
+def _telemetry(raw: object) -> TelemetryConfig:
+    key = "common.telemetry"
+    table = _table(key, raw)
+    _reject_unknown(key, table, ("opentelemetry",))
+    return TelemetryConfig(
+        opentelemetry=_bool(
+            f"{key}.opentelemetry", table.get("opentelemetry", TelemetryConfig.opentelemetry)
+        )
+    )
+
+
 def parse_settings(
     raw: Mapping[str, Any], *, env: str, known_backends: Collection[str]
 ) -> Settings:
@@ -784,4 +807,5 @@ def parse_settings(
         circuit_breakers=_breakers(common.get("circuit_breakers")),
         cache=default,
         caches=MappingProxyType(named),
+        telemetry=_telemetry(common.get("telemetry")),
     )

@@ -1,4 +1,4 @@
-"""The ``tasker-resilience`` command: ``drill``, ``health`` and ``config``.
+"""The ``tasker-resilience`` command: ``drill``, ``health``, ``config`` and ``explain``.
 
 Exit codes: 0 success (``health``: healthy or degraded), 1 ``health`` unhealthy or a
 drill that did not show the breaker open and close, 2 bad arguments, 3 configuration
@@ -151,6 +151,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_arguments(config)
     config.add_argument("--json", action="store_true", help="print machine-readable output")
+
+    from tasker_resilience._operations.explain import add_parser as add_explain
+
+    add_explain(commands, _add_settings_arguments, _positive)
     return parser
 
 
@@ -385,6 +389,7 @@ def _config(args: argparse.Namespace) -> int:
     loaded, settings = load_validated(args.env, root=args.root)
     flat: dict[str, Any] = {}
     _effective(settings.circuit_breakers, "common.circuit_breakers", flat)
+    _effective(settings.telemetry, "common.telemetry", flat)
     for name, cache in settings.caches.items():
         prefix = "common.cache" if name == "default" else f"common.caches.{name}"
         section: dict[str, Any] = {}
@@ -418,6 +423,14 @@ def _config(args: argparse.Namespace) -> int:
     for key, row in rows.items():
         assignment = f"{key} = {json.dumps(row['value'])}"
         print(f"{assignment:<{width}}  # {row['source']}")
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from tasker_resilience._operations.explain import run
+
+    _import_requested(args)
+    run(args)
     return EXIT_OK
 
 
@@ -478,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "drill" and args.url is not None:
         _check_drill_url(parser, args.url)
-    handlers = {"drill": _drill, "health": _health, "config": _config}
+    handlers = {"drill": _drill, "health": _health, "config": _config, "explain": _explain}
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

@@ -163,6 +163,12 @@ class ResilienceCollector:
             "Calls to each cache node by outcome (rejected: refused while its breaker is open).",
             labels=["cache", "node", "outcome"],
         )
+        pending = GaugeMetricFamily(
+            f"{_PREFIX}_cache_pending_invalidations",
+            "Invalidations the cache could not apply (circuit open, backend failing), "
+            "waiting to be replayed when it is back: the replay backlog.",
+            labels=["cache"],
+        )
         if res is not None:
             for name, metrics in res.breakers.snapshot().items():
                 self._add_breaker(name, metrics, state, in_state, streak, retry_after)
@@ -196,8 +202,9 @@ class ResilienceCollector:
                     ],
                     1,
                 )
+                pending.add_metric([cache_name], cache.pending_invalidations()["pending"])
         yield from (state, in_state, streak, retry_after, transitions, calls, cache_ops)
-        yield from (cache_info, node_state, node_calls)
+        yield from (cache_info, node_state, node_calls, pending)
         if res is None or any_near:
             # Only with a near tier on (or for describe()): otherwise unchanged output.
             yield from (near_ops, near_entries, near_bytes)

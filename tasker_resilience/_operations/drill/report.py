@@ -55,6 +55,9 @@ class DrillReport:
     summary: list[str] = field(default_factory=list)
     """Topology drills: what each outage cost, in place of the single-server comparison
     (``--json`` gives the comparison's lines here for the other drills)."""
+    outage_cost: dict[str, Any] | None = None
+    """One worker's cost of the staged outage, in the terms ``explain`` predicts
+    (``drill/cost.py``)."""
 
     @property
     def ok(self) -> bool:

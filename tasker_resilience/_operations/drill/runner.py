@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pybreaker
 
+from tasker_resilience._operations.drill.cost import outage_cost
 from tasker_resilience._operations.drill.options import DrillOptions
 from tasker_resilience._operations.drill.progress import Progress
 from tasker_resilience._operations.drill.report import DrillReport, PhaseResult, format_report
@@ -331,6 +332,7 @@ def _run_controlled(drill: _Drill, report: DrillReport) -> None:
     progress.event(f"closed: {options.cooldown:g}s of normal load")
     report.phases.append(drill.phase("closed", lambda t: t >= options.cooldown))
     report.without_breaker = _without_breaker(report, options, samples)
+    report.outage_cost = outage_cost(report, drill.transitions)
     _stale_check(drill.res, report)
 
 
