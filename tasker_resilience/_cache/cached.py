@@ -188,9 +188,7 @@ def _guarded(
 ) -> Any:
     """The wrapper of a function with origin options (``lock``, ``early_refresh``,
     ``stale_if_error``): its decisions live in ``_cache/origin.py``."""
-    guard = OriginGuard(
-        origin, func=func, owner=owner, ttl=ttl, condition=condition, shapes=shapes
-    )
+    guard = OriginGuard(origin, func=func, owner=owner, ttl=ttl, condition=condition, shapes=shapes)
     rich = origin.rich
 
     def serializer_for(cache: CacheProvider) -> Serializer:
@@ -321,7 +319,8 @@ def cached(
                     # The read was skipped or failed: no store (it would wait again).
                     return await async_func(*args, **kwargs)
                 if notice is not None:
-                    notice, pending = None, notice
+                    pending = notice
+                    notice = None
                     pending.hit()
                 return value
 
@@ -375,7 +374,8 @@ def cached(
                     # The read was skipped or failed: no store (it would wait again).
                     return func(*args, **kwargs)
                 if notice is not None:
-                    notice, pending = None, notice
+                    pending = notice
+                    notice = None
                     pending.hit()
                 return value
 

@@ -282,8 +282,7 @@ class OriginGuard:
                 raise
             stats.count(CACHED, "stale_served")
             self.warnings.warn(
-                "@cached %s raised %s: %s; answered with the value past its TTL "
-                "(stale_if_error)",
+                "@cached %s raised %s: %s; answered with the value past its TTL (stale_if_error)",
                 self.owner,
                 type(exc).__name__,
                 str(exc)[:200],
@@ -293,16 +292,18 @@ class OriginGuard:
             yield (_RELEASE, None, None)
         return result
 
-    def _store(self, cache: CacheProvider, serializer: Serializer, result: Any, delta: float) -> Plan:
+    def _store(
+        self, cache: CacheProvider, serializer: Serializer, result: Any, delta: float
+    ) -> Plan:
         condition = self.condition
         if condition is not None and not condition(result):
             return
+        seconds: float | None = self.ttl
+        envelope: list[Any] = [result]
         if self.rich:
-            seconds = cache._ttl(self.ttl)
-            envelope: list[Any] = [result, self.clock() + seconds, delta]
-            seconds += self.options.stale_seconds or 0.0
-        else:
-            seconds, envelope = self.ttl, [result]
+            ttl = cache._ttl(self.ttl)
+            envelope = [result, self.clock() + ttl, delta]
+            seconds = ttl + (self.options.stale_seconds or 0.0)
         yield (_STORE, serializer.dumps(envelope), seconds)
         self.shapes.stored(serializer, result)
 

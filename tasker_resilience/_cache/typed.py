@@ -89,9 +89,7 @@ def json_keeps(annotation: Any) -> bool:
 def _is_pydantic_model(cls: Any) -> bool:
     # Never imports pydantic: a model can only exist if pydantic was imported already.
     pydantic = sys.modules.get("pydantic")
-    return (
-        pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
-    )
+    return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -119,7 +117,7 @@ class TypedSerializer:
         self.annotation = annotation
         self._owner = owner
         self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
-        envelope: Any = tuple[annotation, float, float] if rich else list[annotation]  # type: ignore[valid-type]  # built at run time from the annotation
+        envelope: Any = tuple[annotation, float, float] if rich else list[annotation]
         self._decode = msgspec.json.Decoder(envelope, dec_hook=_dec_hook).decode
         self._errors: tuple[type[Exception], ...] = (msgspec.MsgspecError, TypeError, ValueError)
 
@@ -242,8 +240,7 @@ class ReturnTypes:
             )
         except TypeError as exc:
             LOGGER.warning(
-                "@cached %s: hits cannot be decoded as %s (%s); they return what JSON "
-                "reads back",
+                "@cached %s: hits cannot be decoded as %s (%s); they return what JSON reads back",
                 self._owner,
                 _describe(annotation),
                 exc,

@@ -38,8 +38,7 @@ _INCR_EXISTING: Final = (
 # DEL only when the value is still the caller's own (a lease token): GET then DEL as two
 # commands could delete a lease that expired in between and was taken by another holder.
 _DELETE_IF_EQUAL: Final = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-    "return 0"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
 
