@@ -309,7 +309,10 @@ def cached(
                 full = key_of(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
                 if returns is not None:
-                    serializer = returns.serializer(serializer)
+                    last = returns.last
+                    serializer = (
+                        last[1] if last[0] is serializer else returns.serializer(serializer)
+                    )
                 value = await cache._aread(full, serializer, True, _MISS, shared)
                 if value is _MISS:
                     return await task_flights.run(
@@ -352,7 +355,10 @@ def cached(
                 full = key_of(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
                 if returns is not None:
-                    serializer = returns.serializer(serializer)
+                    last = returns.last
+                    serializer = (
+                        last[1] if last[0] is serializer else returns.serializer(serializer)
+                    )
                 get_entry = cache._get_entry
                 if get_entry is None:
                     value = cache._read(full, serializer, True, _MISS, shared)

@@ -29,15 +29,24 @@ class defined further down).
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import logging
 import sys
 import threading
 import types
 import typing
+import uuid
 from collections.abc import Callable
 from typing import Any, Final, Union
 
-from tasker_resilience._cache.serializers import JsonSerializer, SerializationError, Serializer
+from tasker_resilience._cache.serializers import (
+    JSON,
+    JsonSerializer,
+    SerializationError,
+    Serializer,
+)
 
 __all__ = ["INSTALL_HINT", "JsonShapes", "ReturnTypes", "TypedSerializer", "json_changes"]
 
@@ -50,6 +59,27 @@ _SCALARS: Final[frozenset[Any]] = frozenset(
 )
 """Annotations JSON returns as themselves (bytes through the serializer's own tag; an
 int where float is annotated compares equal)."""
+FROZEN_MAX_BYTES: Final = 512
+FROZEN_ENTRIES: Final = 1024
+"""Typed results nothing can mutate are shared per stored form: up to this many, each
+stored in at most ``FROZEN_MAX_BYTES`` (the table starts over when full)."""
+_FROZEN_LEAVES: Final[frozenset[type]] = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        bytes,
+        complex,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        decimal.Decimal,
+        uuid.UUID,
+    }
+)
 _SHAPE_BUDGET: Final = 1000
 """Items :func:`json_changes` looks at per stored result: a huge result is checked in
 part, not walked whole on every miss."""
@@ -120,6 +150,9 @@ class TypedSerializer:
         envelope: Any = tuple[annotation, float, float] if rich else list[annotation]
         self._decode = msgspec.json.Decoder(envelope, dec_hook=_dec_hook).decode
         self._errors: tuple[type[Exception], ...] = (msgspec.MsgspecError, TypeError, ValueError)
+        # Stored form -> decoded envelope whose result is immutable (see loads). The
+        # envelope itself is only ever unwrapped by the reader, never handed out.
+        self._frozen: dict[bytes, Any] = {}
 
     def dumps(self, value: Any) -> bytes:
         try:
@@ -140,19 +173,41 @@ class TypedSerializer:
         return _JSON_TAG + data
 
     def loads(self, data: bytes) -> Any:
+        # A value nothing can mutate (a tuple of numbers, a frozenset, an enum...) is
+        # decoded once per stored form and shared, as str and int hits are.
+        known = self._frozen.get(data)
+        if known is not None:
+            return known
         if not data or data[0] != _JSON_TAG_INT:
             raise SerializationError(f"stored value is not typed JSON for {self._owner}")
         try:
-            return self._decode(data[1:])
+            value = self._decode(data[1:])
         except self._errors as exc:
             # Written by an older version of the function, or by someone else: a miss
             # (the caller recomputes and overwrites), never the caller's exception.
             raise SerializationError(
                 f"stored value does not read as {_describe(self.annotation)}: {exc}"
             ) from None
+        if len(data) <= FROZEN_MAX_BYTES and _immutable(value[0]):
+            frozen = self._frozen
+            if len(frozen) >= FROZEN_ENTRIES:
+                frozen.clear()
+            frozen[data] = value
+        return value
 
     def __repr__(self) -> str:
         return f"<TypedSerializer {_describe(self.annotation)} for {self._owner}>"
+
+
+def _immutable(value: Any, depth: int = 0) -> bool:
+    """True when nothing can change ``value``: exact immutable leaves (enum members too),
+    and tuples and frozensets of them."""
+    cls = type(value)
+    if cls in _FROZEN_LEAVES or isinstance(value, enum.Enum):
+        return True
+    if (cls is tuple or cls is frozenset) and depth < 8:
+        return all(_immutable(item, depth + 1) for item in value)
+    return False
 
 
 def _describe(annotation: Any) -> str:
@@ -175,6 +230,8 @@ class ReturnTypes:
         self._lock = threading.Lock()
         self._plain: Serializer | None = None
         self._rich: Serializer | None = None
+        # (None, ...) matches no serializer: the first call asks serializer().
+        self.last: tuple[Serializer | None, Serializer] = (None, JSON)
 
     @classmethod
     def of(cls, func: Callable[..., Any], owner: str) -> ReturnTypes | None:
@@ -194,13 +251,19 @@ class ReturnTypes:
         return self._plain is not None
 
     def serializer(self, base: Serializer, rich: bool = False) -> Serializer:
-        """What stores and reads this function's entries when ``base`` is configured."""
+        """What stores and reads this function's entries when ``base`` is configured.
+        The last answer for plain entries is kept in :attr:`last` (``(base, chosen)``),
+        which the hit path reads first (an identity check instead of this call)."""
         if not self._settled:
             self._settle()
         if type(base) is not JsonSerializer:
-            return base  # pickle, or the user's own: their types are theirs
-        typed = self._rich if rich else self._plain
-        return base if typed is None else typed
+            chosen = base  # pickle, or the user's own: their types are theirs
+        else:
+            typed = self._rich if rich else self._plain
+            chosen = base if typed is None else typed
+        if not rich:
+            self.last = (base, chosen)  # one tuple: a reader never sees half of it
+        return chosen
 
     def _settle(self) -> None:
         with self._lock:
