@@ -176,7 +176,7 @@ class OriginGuard:
                 return entry[0], math.inf, 0.0  # stored without these options
         return None
 
-    def judge(self, entry: Any) -> tuple[str, Any, float]:
+    def judge(self, entry: Any, cache: CacheProvider) -> tuple[str, Any, float]:
         """What a read of the entry means: (decision, value, its expiry)."""
         if entry is UNAVAILABLE:
             return _UNREACHABLE, NOTHING, 0.0
@@ -189,6 +189,11 @@ class OriginGuard:
         if remaining > 0:
             if beta is not None and xfetch(delta, beta, remaining, 1.0 - self.random()):
                 return _REFRESH, value, expires_at
+            return _HIT, value, expires_at
+        near = cache._near
+        if near is not None and near.degraded:
+            # The backend is unavailable and the near tier answered with what it holds:
+            # its own stale-if-error rules apply (the cache's half of RFC 5861).
             return _HIT, value, expires_at
         stale_seconds = self.options.stale_seconds
         if stale_seconds is not None and -remaining <= stale_seconds:
@@ -334,7 +339,7 @@ class OriginGuard:
         kwargs: dict[str, Any],
     ) -> Any:
         steps = _SyncSteps(self, cache, full, serializer, args, kwargs)
-        decision, value, expires_at = self.judge(steps.read())
+        decision, value, expires_at = self.judge(steps.read(), cache)
         if decision is _HIT:
             return self._hit(value)
         if decision is _UNREACHABLE:
@@ -363,7 +368,7 @@ class OriginGuard:
         kwargs: dict[str, Any],
     ) -> Any:
         steps = _AsyncSteps(self, cache, full, serializer, args, kwargs)
-        decision, value, expires_at = self.judge(await steps.read())
+        decision, value, expires_at = self.judge(await steps.read(), cache)
         if decision is _HIT:
             return self._hit(value)
         if decision is _UNREACHABLE:
