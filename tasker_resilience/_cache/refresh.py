@@ -74,7 +74,8 @@ class Refreshes:
         if len(running) >= self._limit:
             return False
         # setdefault is atomic under the GIL: exactly one caller claims a free slot.
-        return running.setdefault(slot, self) is self
+        mine = object()
+        return running.setdefault(slot, mine) is mine
 
     def done(self, slot: Any) -> None:
         self._running.pop(slot, None)
