@@ -91,9 +91,7 @@ def _typed_hits(root: Path, ctx: StageContext) -> dict[str, Any]:
     import tasker_resilience as tr
     from tasker_resilience.testing import reset
 
-    tr.configure(
-        env="test", overrides={"common": {"cache": {"backend": "memory"}}}, root=root
-    )
+    tr.configure(env="test", overrides={"common": {"cache": {"backend": "memory"}}}, root=root)
     computed: Counter[str] = Counter()
     try:
 

@@ -287,8 +287,8 @@ def cached(
         owner = function_id(func)
         # None unless hits must follow the return annotation (most functions): then the
         # hit paths below pay one check for it.
-        returns = ReturnTypes.of(func, owner)
         shapes = JsonShapes(owner)
+        returns = ReturnTypes.of(func, owner, shapes)
         # The one WARNING a lossy result deserves, due at the next hit (see typed.py).
         notice: JsonShapes | None = None
 

@@ -149,7 +149,13 @@ class TypedSerializer:
         self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
         envelope: Any = tuple[annotation, float, float] if rich else list[annotation]
         self._decode = msgspec.json.Decoder(envelope, dec_hook=_dec_hook).decode
-        self._errors: tuple[type[Exception], ...] = (msgspec.MsgspecError, TypeError, ValueError)
+        # NotImplementedError: what the hooks raise for a type neither knows.
+        self._errors: tuple[type[Exception], ...] = (
+            msgspec.MsgspecError,
+            TypeError,
+            ValueError,
+            NotImplementedError,
+        )
         # Stored form -> decoded envelope whose result is immutable (see loads). The
         # envelope itself is only ever unwrapped by the reader, never handed out.
         self._frozen: dict[bytes, Any] = {}
@@ -223,9 +229,10 @@ class ReturnTypes:
     wrapper asks :meth:`serializer` on every call (the answer is settled after the
     first)."""
 
-    def __init__(self, func: Callable[..., Any], owner: str) -> None:
+    def __init__(self, func: Callable[..., Any], owner: str, shapes: JsonShapes) -> None:
         self._func = func
         self._owner = owner
+        self._shapes = shapes
         self._settled = False
         self._lock = threading.Lock()
         self._plain: Serializer | None = None
@@ -234,7 +241,7 @@ class ReturnTypes:
         self.last: tuple[Serializer | None, Serializer] = (None, JSON)
 
     @classmethod
-    def of(cls, func: Callable[..., Any], owner: str) -> ReturnTypes | None:
+    def of(cls, func: Callable[..., Any], owner: str, shapes: JsonShapes) -> ReturnTypes | None:
         """None when hits need no typing: no return annotation, or one JSON keeps."""
         annotations = getattr(func, "__annotations__", None) or {}
         if "return" not in annotations:
@@ -242,8 +249,8 @@ class ReturnTypes:
         try:
             annotation = _return_annotation(func)
         except Exception:
-            return cls(func, owner)  # a forward reference: settled at the first call
-        return None if json_keeps(annotation) else cls(func, owner)
+            return cls(func, owner, shapes)  # a forward reference: settled at the first call
+        return None if json_keeps(annotation) else cls(func, owner, shapes)
 
     @property
     def typed(self) -> bool:
@@ -272,6 +279,7 @@ class ReturnTypes:
             try:
                 annotation = _return_annotation(self._func)
             except Exception as exc:
+                self._shapes.done = True  # this WARNING is the one the function gets
                 LOGGER.warning(
                     "@cached %s: its return annotation cannot be resolved (%s: %s); hits "
                     "return what JSON reads back",
@@ -288,6 +296,7 @@ class ReturnTypes:
         try:
             import msgspec  # noqa: F401  # optional: the 'typed' extra
         except ImportError:
+            self._shapes.done = True  # this WARNING is the one the function gets
             LOGGER.warning(
                 "@cached %s returns %s, which JSON does not keep: hits return JSON types "
                 "(lists, string keys...) until msgspec is installed (%s)",
@@ -302,6 +311,7 @@ class ReturnTypes:
                 TypedSerializer(annotation, self._owner, rich=True),
             )
         except TypeError as exc:
+            self._shapes.done = True  # this WARNING is the one the function gets
             LOGGER.warning(
                 "@cached %s: hits cannot be decoded as %s (%s); they return what JSON reads back",
                 self._owner,
@@ -352,7 +362,10 @@ def json_changes(value: Any, budget: int = _SHAPE_BUDGET) -> str | None:
             return f"{_path(seen, at)} is a {cls.__name__}, which a hit returns as a list"
         elif isinstance(item, (str, int, float, list, dict)):
             # An enum of str/int, a str or dict subclass...: JSON keeps the plain value.
-            return f"{_path(seen, at)} is a {cls.__name__}, which a hit returns as a {_base(item)}"
+            return (
+                f"{_path(seen, at)} is a {cls.__name__}, which a hit returns as a plain "
+                f"{_base(item)}"
+            )
         # Anything else JSON refuses when it is stored: nothing to warn about.
     return None
 

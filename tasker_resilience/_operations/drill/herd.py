@@ -110,9 +110,7 @@ def _worker(spec: HerdSpec, stdin: IO[str], out: IO[str]) -> None:
     res = configure(env="production", overrides=spec.overrides())
     times: list[float] = []
 
-    @cached(
-        ttl=spec.ttl, namespace="herd", lock=spec.lock, early_refresh=spec.early_refresh
-    )
+    @cached(ttl=spec.ttl, namespace="herd", lock=spec.lock, early_refresh=spec.early_refresh)
     def origin(key: int) -> dict[str, Any]:
         times.append(time.monotonic())
         time.sleep(spec.origin_seconds)  # the query the cache saves
