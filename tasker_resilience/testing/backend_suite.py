@@ -15,8 +15,9 @@ pytest then runs every test below against it: bytes values, TTLs (sub-second too
 values, ``health_check``, ``is_backend_failure`` for caller mistakes, the ``a``-prefixed
 async twins, and, for a backend that offers leases (``add`` and ``delete_if_equal``, see
 ``LeaseBackend``: what ``@cached(lock=True)`` uses), that they are exclusive, expire and
-are given back only by their holder; a backend without them skips those checks. The async checks run their own event loop (``asyncio.run``), so the suite
-needs no pytest-asyncio settings. It takes a few seconds (real TTLs expire).
+are given back only by their holder; a backend without them skips those checks. The
+async checks run their own event loop (``asyncio.run``), so the suite needs no
+pytest-asyncio settings. It takes a few seconds (real TTLs expire).
 
 Every key a test writes lives under a fresh random namespace, and the suite deletes that
 namespace afterwards, so it can run against a shared server without flushing it. A

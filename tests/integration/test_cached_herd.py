@@ -93,7 +93,8 @@ def test_a_killed_lease_holder_costs_the_others_at_most_the_lease_time(
     waiter = start("waiter")
     holder = start("holder")
     try:
-        assert waiter.stdout is not None and waiter.stdin is not None
+        assert waiter.stdout is not None
+        assert waiter.stdin is not None
         assert holder.stdout is not None
         assert json.loads(waiter.stdout.readline()) == {"ready": True}
         assert json.loads(holder.stdout.readline()) == {"computing": "holder"}  # lease taken
