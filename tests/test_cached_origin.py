@@ -297,6 +297,33 @@ def test_an_open_circuit_asks_for_no_lease(leasing: LeasingBackend) -> None:
     assert CALLS["f"] == 1
 
 
+@pytest.mark.parametrize("how", ["open", "failing"])
+def test_an_unreachable_cache_means_single_flight_with_lock(
+    leasing: LeasingBackend, how: str
+) -> None:
+    @tr.cached(ttl=60, lock=True)
+    def f(x: int) -> int:
+        CALLS["f"] += 1
+        time.sleep(0.2)
+        return x
+
+    breaker = tr.current().cache.breaker
+    assert breaker is not None
+    if how == "open":
+        breaker.force_open()
+    else:
+        leasing.failing = Outage("connection refused")  # the read itself fails
+    threads = [threading.Thread(target=f, args=(1,)) for _ in range(8)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert time.monotonic() - started < 2
+    assert CALLS["f"] <= 2  # once per process (a failing read may race the first one)
+    assert not any(call[0] in ("add", "delete_if_equal") for call in leasing.calls)
+
+
 def test_a_backend_without_leases_degrades_to_single_flight(clock: ManualClock) -> None:
     backend = CountingBackend()  # no add / delete_if_equal
     tr.register_backend("counting", lambda config: backend)

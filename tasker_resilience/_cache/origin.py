@@ -312,6 +312,17 @@ class OriginGuard:
         yield (_STORE, serializer.dumps(envelope), seconds)
         self.shapes.stored(serializer, result)
 
+    def unreachable(
+        self, full: str, flights: _Flights, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The cache cannot be asked (circuit open, read failed): call the function, no
+        store (it would wait again). With ``lock``, once per key within the process
+        (no lease can be had: single-flight, at once); an awaitable for an async one."""
+        func = self.func
+        if self.options.lease_seconds is None:
+            return func(*args, **kwargs)
+        return flights.run(full, lambda: func(*args, **kwargs))
+
     def _hit(self, value: Any) -> Any:
         if self.shapes.pending is not None:
             self.shapes.hit()
@@ -343,7 +354,7 @@ class OriginGuard:
         if decision is _HIT:
             return self._hit(value)
         if decision is _UNREACHABLE:
-            return self.func(*args, **kwargs)  # as a plain @cached: no store, no wait
+            return self.unreachable(full, flights, args, kwargs)
         if decision is _REFRESH:
             if not self.refreshes.claim(full):
                 return self._hit(value)  # refreshing already (or too many at once)
@@ -372,7 +383,7 @@ class OriginGuard:
         if decision is _HIT:
             return self._hit(value)
         if decision is _UNREACHABLE:
-            return await self.func(*args, **kwargs)
+            return await self.unreachable(full, flights, args, kwargs)
         if decision is _REFRESH:
             # In the background: this caller answers with the fresh value it has.
             started = self.refreshes.spawn(
@@ -518,7 +529,9 @@ def guarded_wrapper(
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             cache = current_cache()
             if bypassed(cache):
-                return await func(*args, **kwargs)
+                if guard.options.lease_seconds is None:
+                    return await func(*args, **kwargs)
+                return await guard.unreachable(key_of(args, kwargs), flights, args, kwargs)
             full = key_of(args, kwargs)
             return await guard.acall(cache, full, serializer_for(cache), flights, args, kwargs)
 
@@ -529,7 +542,9 @@ def guarded_wrapper(
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
         cache = current_cache()
         if bypassed(cache):
-            return func(*args, **kwargs)
+            if guard.options.lease_seconds is None:
+                return func(*args, **kwargs)
+            return guard.unreachable(key_of(args, kwargs), flights, args, kwargs)
         full = key_of(args, kwargs)
         return guard.call(cache, full, serializer_for(cache), flights, args, kwargs)
 

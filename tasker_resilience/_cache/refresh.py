@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
@@ -62,8 +64,14 @@ class Refreshes:
 
     def __init__(self, limit: int = MAX_REFRESHES) -> None:
         self._limit = limit
-        # slot -> the background task (async) or True (a thread refreshing it).
+        # slot -> the background task (async) or the claim of a thread refreshing it.
         self._running: dict[Any, Any] = {}
+        _tables.add(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's refreshes do not run here, and their claims
+        would keep those keys from ever refreshing early."""
+        self._running = {}
 
     def __len__(self) -> int:
         return len(self._running)
@@ -106,3 +114,15 @@ class Refreshes:
 
         task.add_done_callback(finished)
         return True
+
+
+_tables: weakref.WeakSet[Refreshes] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for table in list(_tables):
+        table.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork)
