@@ -38,15 +38,7 @@ AFTER_RESTART_SECONDS = 2.5
 
 
 def _herd(server: LocalServer, lock: bool) -> HerdResult:
-    spec = HerdSpec(
-        url=server.url,
-        key_prefix=f"bench-herd-{uuid.uuid4().hex[:8]}",
-        ttl=1.0,
-        origin_seconds=0.2,
-        interval=0.02,
-        seconds=3.5,
-        lock=lock,
-    )
+    spec = HerdSpec.hot_key(server.url, f"bench-herd-{uuid.uuid4().hex[:8]}", lock=lock)
     return run_herd(spec, workers=WORKERS)
 
 

@@ -51,6 +51,13 @@ def lease_key(fn: Any, *args: Any) -> str:
     return cache._prefix + LEASE_MARK + key
 
 
+def hold_lease(fn: Any, *args: Any, seconds: float = 30, holder: bytes = b"another") -> None:
+    """Take the lease of ``fn(*args)`` as another process would."""
+    backend = tr.current().cache.backend
+    assert isinstance(backend, LeaseBackend)
+    assert backend.add(lease_key(fn, *args), holder, seconds)
+
+
 def stats(name: str) -> dict[str, int]:
     return tr.current().cache.stats().get(name, {})
 
@@ -135,9 +142,7 @@ def test_waiters_get_the_value_another_holder_stores(res: Resilience) -> None:
         CALLS["f"] += 1
         return -1
 
-    backend = res.cache.backend
-    assert isinstance(backend, LeaseBackend)
-    assert backend.add(lease_key(f, 1), b"another process", 5)
+    hold_lease(f, 1, seconds=5)
     answers: list[Any] = []
     waiter = threading.Thread(target=lambda: answers.append(f(1)))
     started = time.monotonic()
@@ -158,9 +163,7 @@ def test_a_dead_holder_costs_at_most_the_lease_time(res: Resilience) -> None:
         CALLS["f"] += 1
         return x
 
-    backend = res.cache.backend
-    assert isinstance(backend, LeaseBackend)
-    backend.add(lease_key(f, 1), b"a process that died", 30)  # held far beyond 0.4 s
+    hold_lease(f, 1, holder=b"a process that died")  # held far beyond 0.4 s
     started = time.monotonic()
     assert f(1) == 1
     elapsed = time.monotonic() - started
@@ -188,9 +191,7 @@ def test_a_holder_never_releases_a_lease_it_lost(redis_res: Harness) -> None:
     @tr.cached(ttl=60, lock=0.2)
     def f(x: int) -> int:
         time.sleep(0.4)  # longer than the lease: it expires and another takes it
-        backend = tr.current().cache.backend
-        assert isinstance(backend, LeaseBackend)
-        assert backend.add(lease_key(f, 1), b"next holder", 30)
+        hold_lease(f, 1, holder=b"next holder")
         return x
 
     assert f(1) == 1
@@ -349,9 +350,7 @@ def test_waiting_stops_when_the_cache_goes_away(redis_res: Harness) -> None:
         CALLS["f"] += 1
         return x
 
-    backend = redis_res.cache.backend
-    assert isinstance(backend, LeaseBackend)
-    backend.add(lease_key(f, 1), b"another process", 30)
+    hold_lease(f, 1)
     threading.Timer(0.2, redis_res.down).start()
     started = time.monotonic()
     assert f(1) == 1
@@ -520,9 +519,7 @@ def test_early_refresh_with_lock_skips_when_another_process_refreshes(
         return 9
 
     assert f(1) == 9
-    backend = redis_res.cache.backend
-    assert isinstance(backend, LeaseBackend)
-    backend.add(lease_key(f, 1), b"another process refreshing", 30)
+    hold_lease(f, 1, holder=b"another process refreshing")
     f.origin_guard.clock = lambda: time.time() + 59.9  # type: ignore[attr-defined]
     _always_refresh(f)
     started = time.monotonic()

@@ -340,21 +340,13 @@ class OriginGuard:
 
     # --- sync -------------------------------------------------------------------------------
 
-    def call(
-        self,
-        cache: CacheProvider,
-        full: str,
-        serializer: Serializer,
-        flights: _Flights,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        steps = _SyncSteps(self, cache, full, serializer, args, kwargs)
+    def call(self, steps: _SyncSteps, flights: _Flights) -> Any:
+        cache, full, serializer = steps.cache, steps.full, steps.serializer
         decision, value, expires_at = self.judge(steps.read(), cache)
         if decision is _HIT:
             return self._hit(value)
         if decision is _UNREACHABLE:
-            return self.unreachable(full, flights, args, kwargs)
+            return self.unreachable(full, flights, steps.args, steps.kwargs)
         if decision is _REFRESH:
             if not self.refreshes.claim(full):
                 return self._hit(value)  # refreshing already (or too many at once)
@@ -369,21 +361,13 @@ class OriginGuard:
 
     # --- async: the same decisions, awaited ----------------------------------------------------
 
-    async def acall(
-        self,
-        cache: CacheProvider,
-        full: str,
-        serializer: Serializer,
-        flights: _Flights,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        steps = _AsyncSteps(self, cache, full, serializer, args, kwargs)
+    async def acall(self, steps: _AsyncSteps, flights: _Flights) -> Any:
+        cache, full, serializer = steps.cache, steps.full, steps.serializer
         decision, value, expires_at = self.judge(await steps.read(), cache)
         if decision is _HIT:
             return self._hit(value)
         if decision is _UNREACHABLE:
-            return await self.unreachable(full, flights, args, kwargs)
+            return await self.unreachable(full, flights, steps.args, steps.kwargs)
         if decision is _REFRESH:
             # In the background: this caller answers with the fresh value it has.
             started = self.refreshes.spawn(
@@ -405,7 +389,7 @@ class OriginGuard:
 class _Steps:
     """What fill()'s steps act on: one call of one decorated function."""
 
-    __slots__ = ("_args", "_cache", "_full", "_guard", "_kwargs", "_lease", "_serializer")
+    __slots__ = ("_guard", "_lease", "args", "cache", "full", "kwargs", "serializer")
 
     def __init__(
         self,
@@ -417,11 +401,11 @@ class _Steps:
         kwargs: dict[str, Any],
     ) -> None:
         self._guard = guard
-        self._cache = cache
-        self._full = full
-        self._serializer = serializer
-        self._args = args
-        self._kwargs = kwargs
+        self.cache = cache
+        self.full = full
+        self.serializer = serializer
+        self.args = args
+        self.kwargs = kwargs
         self._lease: Lease | None = None
 
     def lease(self) -> Lease:
@@ -429,7 +413,7 @@ class _Steps:
         if lease is None:
             seconds = self._guard.options.lease_seconds
             assert seconds is not None
-            lease = self._lease = Lease(self._cache, self._full, seconds)
+            lease = self._lease = Lease(self.cache, self.full, seconds)
         return lease
 
 
@@ -439,16 +423,16 @@ class _SyncSteps(_Steps):
     __slots__ = ()
 
     def read(self) -> Any:
-        return self._cache._read(self._full, self._serializer, not self._guard.rich, MISS)
+        return self.cache._read(self.full, self.serializer, not self._guard.rich, MISS)
 
     def run(self, step: Step) -> Any:
         kind, first, second = step
         if kind is _READ:
             return self.read()
         if kind is _CALL:
-            return self._guard.func(*self._args, **self._kwargs)
+            return self._guard.func(*self.args, **self.kwargs)
         if kind is _STORE:
-            return self._cache._store(self._full, first, second, False)
+            return self.cache._store(self.full, first, second, False)
         if kind is _SLEEP:
             return self._guard.sleep(first)
         if kind is _ACQUIRE:
@@ -462,21 +446,30 @@ class _AsyncSteps(_Steps):
     __slots__ = ()
 
     async def read(self) -> Any:
-        return await self._cache._aread(self._full, self._serializer, not self._guard.rich, MISS)
+        return await self.cache._aread(self.full, self.serializer, not self._guard.rich, MISS)
 
     async def run(self, step: Step) -> Any:
         kind, first, second = step
         if kind is _READ:
             return await self.read()
         if kind is _CALL:
-            return await self._guard.func(*self._args, **self._kwargs)
+            return await self._guard.func(*self.args, **self.kwargs)
         if kind is _STORE:
-            return await self._cache._astore(self._full, first, second, False)
+            return await self.cache._astore(self.full, first, second, False)
         if kind is _SLEEP:
             return await self._guard.asleep(first)
         if kind is _ACQUIRE:
             return await self.lease().aacquire()
         return await self.lease().arelease()
+
+
+def _advance(plan: Plan, answer: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Give the plan the last step's answer (or throw its exception in): ``(False,
+    next step)``, or ``(True, result)`` when the plan is done."""
+    try:
+        return False, (plan.send(answer) if error is None else plan.throw(error))
+    except StopIteration as done:
+        return True, done.value
 
 
 def _drive(plan: Plan, steps: _SyncSteps) -> Any:
@@ -485,13 +478,11 @@ def _drive(plan: Plan, steps: _SyncSteps) -> Any:
     answer: Any = None
     error: BaseException | None = None
     while True:
+        finished, step = _advance(plan, answer, error)
+        if finished:
+            return step
         try:
-            step = plan.send(answer) if error is None else plan.throw(error)
-        except StopIteration as done:
-            return done.value
-        error = None
-        try:
-            answer = steps.run(step)
+            answer, error = steps.run(step), None
         except BaseException as exc:
             answer, error = None, exc
 
@@ -501,13 +492,11 @@ async def _adrive(plan: Plan, steps: _AsyncSteps) -> Any:
     answer: Any = None
     error: BaseException | None = None
     while True:
+        finished, step = _advance(plan, answer, error)
+        if finished:
+            return step
         try:
-            step = plan.send(answer) if error is None else plan.throw(error)
-        except StopIteration as done:
-            return done.value
-        error = None
-        try:
-            answer = await steps.run(step)
+            answer, error = await steps.run(step), None
         except BaseException as exc:
             answer, error = None, exc
 
@@ -532,8 +521,10 @@ def guarded_wrapper(
                 if guard.options.lease_seconds is None:
                     return await func(*args, **kwargs)
                 return await guard.unreachable(key_of(args, kwargs), flights, args, kwargs)
-            full = key_of(args, kwargs)
-            return await guard.acall(cache, full, serializer_for(cache), flights, args, kwargs)
+            steps = _AsyncSteps(
+                guard, cache, key_of(args, kwargs), serializer_for(cache), args, kwargs
+            )
+            return await guard.acall(steps, flights)
 
         async_wrapper.origin_guard = guard  # type: ignore[attr-defined]  # for tests and debugging
         return async_wrapper
@@ -545,8 +536,8 @@ def guarded_wrapper(
             if guard.options.lease_seconds is None:
                 return func(*args, **kwargs)
             return guard.unreachable(key_of(args, kwargs), flights, args, kwargs)
-        full = key_of(args, kwargs)
-        return guard.call(cache, full, serializer_for(cache), flights, args, kwargs)
+        steps = _SyncSteps(guard, cache, key_of(args, kwargs), serializer_for(cache), args, kwargs)
+        return guard.call(steps, flights)
 
     sync_wrapper.origin_guard = guard  # type: ignore[attr-defined]  # for tests and debugging
     return sync_wrapper

@@ -17,22 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tasker_resilience._operations.drill.herd import HerdSpec, run_herd
+from tasker_resilience._operations.drill.herd import HerdSpec, run_herd, stop_processes
 
 pytestmark = pytest.mark.integration
 
 
 def _spec(url: str, key_prefix: str, lock: bool) -> HerdSpec:
-    # The scenario: ttl 1 s, an origin of 0.2 s, every 20 ms for 3.5 s.
-    return HerdSpec(
-        url=url,
-        key_prefix=f"{key_prefix}-{'lock' if lock else 'plain'}",
-        ttl=1.0,
-        origin_seconds=0.2,
-        interval=0.02,
-        seconds=3.5,
-        lock=lock,
-    )
+    # ttl 1 s, an origin of 0.2 s, every 20 ms for 3.5 s.
+    return HerdSpec.hot_key(url, f"{key_prefix}-{'lock' if lock else 'plain'}", lock=lock)
 
 
 def test_lock_makes_one_origin_call_per_expiry_across_processes(
@@ -104,13 +96,7 @@ def test_a_killed_lease_holder_costs_the_others_at_most_the_lease_time(
         waiter.stdin.flush()
         lines = [json.loads(waiter.stdout.readline()) for _ in range(2)]
     finally:
-        for process in (waiter, holder):
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
-            for pipe in (process.stdin, process.stdout):
-                if pipe is not None:
-                    pipe.close()
+        stop_processes([waiter, holder])
     assert lines[0] == {"computing": "waiter"}  # it computed the value itself
     result = lines[1]
     assert result["value"] == "waiter"

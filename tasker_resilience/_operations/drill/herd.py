@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-__all__ = ["HerdResult", "HerdSpec", "main", "run_herd"]
+__all__ = ["HerdResult", "HerdSpec", "main", "run_herd", "stop_processes"]
 
 _READY_TIMEOUT_SECONDS = 120.0
 """Eight interpreters importing the package on a loaded 2-core machine take a while."""
@@ -52,6 +52,20 @@ class HerdSpec:
     seed: int = 0
     breaker_timeout_seconds: float = 30.0
     """The cache breaker's open time (how soon it probes after an outage)."""
+
+    @classmethod
+    def hot_key(cls, url: str, key_prefix: str, *, lock: bool) -> HerdSpec:
+        """One hot key, ttl 1 s, an origin of 0.2 s, each worker calling every 20 ms for
+        3.5 s: the scenario of ``herd_origin_calls``."""
+        return cls(
+            url=url,
+            key_prefix=key_prefix,
+            ttl=1.0,
+            origin_seconds=0.2,
+            interval=0.02,
+            seconds=3.5,
+            lock=lock,
+        )
 
     def overrides(self) -> dict[str, Any]:
         return {
@@ -223,13 +237,18 @@ def run_herd(
         result.origin_times.sort()
         return result
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
-            for pipe in (process.stdin, process.stdout):
-                if pipe is not None:
-                    pipe.close()
+        stop_processes(processes)
+
+
+def stop_processes(processes: Sequence[subprocess.Popen[str]]) -> None:
+    """Kill whichever still runs, reap them all and close their pipes."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 if __name__ == "__main__":
