@@ -23,7 +23,12 @@ from tasker_resilience import Resilience
 from tasker_resilience._cache.backends.contract import LeaseBackend, unregister_backend
 from tasker_resilience._cache.lease import LEASE_MARK, lease_seconds, poll_delays
 from tasker_resilience._cache.refresh import Refreshes, early_beta, xfetch
-from tasker_resilience.testing import Harness, ManualClock, configure_for_tests
+from tasker_resilience.testing import (
+    BackendConformance,
+    Harness,
+    ManualClock,
+    configure_for_tests,
+)
 
 from .backend_suite import CountingBackend, Outage
 
@@ -357,6 +362,17 @@ def test_waiting_stops_when_the_cache_goes_away(redis_res: Harness) -> None:
     assert time.monotonic() - started < 3  # far less than the 5 s lease
     assert CALLS["f"] == 1
     redis_res.up()
+
+
+def test_the_conformance_suite_refuses_half_a_lease() -> None:
+    class HalfLeases(CountingBackend):
+        def delete_if_equal(self, key: str, value: bytes) -> bool:
+            return False
+
+    assert BackendConformance.leases(CountingBackend()) is None  # none: fine, optional
+    assert BackendConformance.leases(LeasingBackend()) is not None
+    with pytest.raises(AssertionError, match="has delete_if_equal but not all of"):
+        BackendConformance.leases(HalfLeases())
 
 
 def test_poll_delays_double_up_to_a_cap() -> None:
