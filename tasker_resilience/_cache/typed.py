@@ -119,7 +119,7 @@ def json_keeps(annotation: Any) -> bool:
 def _is_pydantic_model(cls: Any) -> bool:
     # Never imports pydantic: a model can only exist if pydantic was imported already.
     pydantic = sys.modules.get("pydantic")
-    return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
+    return pydantic is not None and _plain_class(cls) and issubclass(cls, pydantic.BaseModel)
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -216,9 +216,14 @@ def _immutable(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def _plain_class(annotation: Any) -> bool:
+    # Not isinstance(annotation, type) alone: on 3.10 ``tuple[int, int]`` passes it.
+    return isinstance(annotation, type) and typing.get_origin(annotation) is None
+
+
 def _describe(annotation: Any) -> str:
-    if isinstance(annotation, type):
-        return annotation.__qualname__
+    if _plain_class(annotation):
+        return str(annotation.__qualname__)
     return repr(annotation).replace("typing.", "")
 
 
