@@ -668,3 +668,21 @@ def test_nothing_stays_behind_after_calls(res: Resilience) -> None:
     assert len(guard.refreshes) == 0
     for i in range(3):
         assert res.cache.backend.get(lease_key(f, i)) is None
+
+
+def test_shared_hits_with_origin_options() -> None:
+    configure_for_tests()  # the memory backend: shared=True hands out the stored object
+
+    @tr.cached(ttl=60, lock=True, shared=True)
+    def shared(x: int) -> list[int]:
+        return [x]
+
+    @tr.cached(ttl=60, lock=True)
+    def copied(x: int) -> list[int]:
+        return [x]
+
+    shared(1)
+    copied(1)
+    assert shared(1) is shared(1)
+    assert copied(1) is not copied(1)
+    assert copied(1) == [1]

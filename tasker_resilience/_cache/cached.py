@@ -176,20 +176,15 @@ class _TaskFlights:
 
 
 def _guarded(
-    func: Callable[..., Any],
-    origin: OriginOptions,
-    owner: str,
-    ttl: float | None,
-    condition: Callable[[Any], bool] | None,
-    shapes: JsonShapes,
+    guard: OriginGuard,
     returns: ReturnTypes | None,
     fixed_serializer: Serializer | None,
     key_of: Callable[[tuple[Any, ...], dict[str, Any]], str],
 ) -> Any:
     """The wrapper of a function with origin options (``lock``, ``early_refresh``,
     ``stale_if_error``): its decisions live in ``_cache/origin.py``."""
-    guard = OriginGuard(origin, func=func, owner=owner, ttl=ttl, condition=condition, shapes=shapes)
-    rich = origin.rich
+    func = guard.func
+    rich = guard.rich
 
     def serializer_for(cache: CacheProvider) -> Serializer:
         serializer = fixed_serializer or cache._serializer
@@ -293,9 +288,16 @@ def cached(
         notice: JsonShapes | None = None
 
         if origin.active:
-            wrapper: Any = _guarded(
-                func, origin, owner, ttl, condition, shapes, returns, fixed_serializer, key_of
+            guard = OriginGuard(
+                origin,
+                func=func,
+                owner=owner,
+                ttl=ttl,
+                condition=condition,
+                shapes=shapes,
+                shared=shared,
             )
+            wrapper: Any = _guarded(guard, returns, fixed_serializer, key_of)
         elif inspect.iscoroutinefunction(func):
             async_func = cast(Callable[..., Awaitable[Any]], func)
             task_flights = _TaskFlights()

@@ -143,8 +143,10 @@ class OriginGuard:
         ttl: float | None,
         condition: Callable[[Any], bool] | None,
         shapes: JsonShapes,
+        shared: bool = False,
     ) -> None:
         self.options = options
+        self.shared = shared  # @cached(shared=True): memory hits hand out the stored object
         self.func = func
         self.owner = owner
         self.ttl = ttl
@@ -423,7 +425,8 @@ class _SyncSteps(_Steps):
     __slots__ = ()
 
     def read(self) -> Any:
-        return self.cache._read(self.full, self.serializer, not self._guard.rich, MISS)
+        guard = self._guard
+        return self.cache._read(self.full, self.serializer, not guard.rich, MISS, guard.shared)
 
     def run(self, step: Step) -> Any:
         kind, first, second = step
@@ -446,7 +449,10 @@ class _AsyncSteps(_Steps):
     __slots__ = ()
 
     async def read(self) -> Any:
-        return await self.cache._aread(self.full, self.serializer, not self._guard.rich, MISS)
+        guard = self._guard
+        return await self.cache._aread(
+            self.full, self.serializer, not guard.rich, MISS, guard.shared
+        )
 
     async def run(self, step: Step) -> Any:
         kind, first, second = step
