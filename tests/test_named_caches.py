@@ -165,6 +165,26 @@ def test_cached_uses_the_named_cache() -> None:
     assert calls == [1, 1]
 
 
+@pytest.mark.parametrize(
+    "origin",
+    [{"lock": True}, {"early_refresh": True}, {"stale_if_error": 30}],
+    ids=["lock", "early_refresh", "stale_if_error"],
+)
+def test_cached_with_origin_options_uses_the_named_cache(origin: dict[str, Any]) -> None:
+    res = configure_for_tests(_caches(pages={"backend": "memory"}))
+    calls: list[int] = []
+
+    @tr.cached(ttl=60, cache="pages", **origin)
+    def page(number: int) -> str:
+        calls.append(number)
+        return f"page {number}"
+
+    assert page(2) == page(2) == "page 2"
+    assert calls == [2]
+    assert res.get_cache("pages").stats()["get"]["hit"] >= 1
+    assert res.cache.stats()["get"].get("hit", 0) == 0
+
+
 def test_an_unknown_cache_name_raises_with_did_you_mean() -> None:
     res = configure_for_tests(_caches(sessions={"backend": "memory"}))
     with pytest.raises(tr.ConfigurationError, match=r"did you mean 'sessions'.*default, sessions"):

@@ -24,16 +24,19 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from tasker_resilience import _resilience
+from tasker_resilience._breakers.policy import ExceptionMatcher
 from tasker_resilience._cache.faults import UNAVAILABLE
-from tasker_resilience._cache.keys import KeyBuilder, escape_glob
+from tasker_resilience._cache.keys import KeyBuilder, escape_glob, function_id
 from tasker_resilience._cache.limits import checked_ttl
+from tasker_resilience._cache.origin import OriginGuard, OriginOptions, guarded_wrapper
 from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import Serializer, get_serializer
+from tasker_resilience._cache.typed import JsonShapes, ReturnTypes
 from tasker_resilience._config.schema import DEFAULT_CACHE, check_cache_name
 from tasker_resilience._resilience import current
 
@@ -174,6 +177,33 @@ class _TaskFlights:
 # --- the decorator ----------------------------------------------------------------------------
 
 
+def _guarded(
+    guard: OriginGuard,
+    returns: ReturnTypes | None,
+    fixed_serializer: Serializer | None,
+    key_of: Callable[[tuple[Any, ...], dict[str, Any]], str],
+    cache_of: Callable[[], CacheProvider],
+) -> Any:
+    """The wrapper of a function with origin options (``lock``, ``early_refresh``,
+    ``stale_if_error``): its decisions live in ``_cache/origin.py``."""
+    func = guard.func
+    rich = guard.rich
+
+    def serializer_for(cache: CacheProvider) -> Serializer:
+        serializer = fixed_serializer or cache._serializer
+        return serializer if returns is None else returns.serializer(serializer, rich)
+
+    flights = _TaskFlights() if inspect.iscoroutinefunction(func) else _ThreadFlights()
+    return guarded_wrapper(
+        guard,
+        key_of=key_of,
+        current_cache=cache_of,
+        bypassed=_bypassed,
+        serializer_for=serializer_for,
+        flights=flights,
+    )
+
+
 def _current_cache() -> CacheProvider:
     """``current().cache``, read straight from the attributes while both exist: a
     ``@cached`` hit is a few microseconds, and the two calls were a noticeable part."""
@@ -201,6 +231,12 @@ def _cache_lookup(name: str) -> Callable[[], CacheProvider]:
     return functools.partial(_named_cache, name)
 
 
+def _bypassed(cache: CacheProvider) -> bool:
+    """The cache is disabled, or its circuit is open with nothing to answer from: the
+    function is simply called (the plain wrappers below inline this)."""
+    return not cache._enabled or (cache._read_breaker is not None and cache._skips_reads())
+
+
 def _checked_ttl(ttl: float | timedelta | None) -> float | None:
     return None if ttl is None else checked_ttl(ttl, "@cached ttl")
 
@@ -218,6 +254,10 @@ def cached(
     serializer: str | Serializer | None = None,
     shared: bool = False,
     cache: str = DEFAULT_CACHE,
+    lock: bool | float = False,
+    early_refresh: bool | float = False,
+    stale_if_error: float | None = None,
+    record: Iterable[ExceptionMatcher] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 def cached(
     ttl: float | timedelta | Callable[P, R] | None = None,
@@ -229,6 +269,10 @@ def cached(
     serializer: str | Serializer | None = None,
     shared: bool = False,
     cache: str = DEFAULT_CACHE,
+    lock: bool | float = False,
+    early_refresh: bool | float = False,
+    stale_if_error: float | None = None,
+    record: Iterable[ExceptionMatcher] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]] | CachedFunction[P, R]:
     """Cache a function's results (plain or ``async def``) in ``res.cache``, or in the
     cache named ``cache`` (a ``[common.caches.<name>]``; an unknown name raises here if
@@ -249,6 +293,18 @@ def cached(
     then hits from the in-process ``memory`` backend hand out one stored object to
     every caller, which is faster for large results but only safe when no caller
     mutates them. Redis hits are decoded per call in either mode.
+
+    A return annotation JSON does not keep (a tuple, a dataclass, a datetime...) is what
+    hits return: decoded following it, with msgspec (``typed`` extra; see
+    ``_cache/typed.py``). Protecting the origin (see ``_cache/origin.py``):
+
+    - ``lock=True`` (or the lease time in seconds): one computation per missing key across
+      every process sharing the cache; the others wait, at most the lease time;
+    - ``early_refresh=True`` (or XFetch's beta): hot entries are recomputed before they
+      expire, async ones in the background, sync ones by the calling thread;
+    - ``stale_if_error=seconds``: entries are kept that long past their TTL and answer
+      when the function raises an exception ``record`` matches (every ``Exception`` by
+      default; classes or predicates, as for ``@breaker_guarded``).
     """
     if callable(ttl):
         # Bare ``@cached``: the function arrived where the TTL goes.
@@ -262,24 +318,51 @@ def cached(
     if condition is not None and not callable(condition):
         raise TypeError(f"@cached condition must be a callable, not {condition!r}")
     cache_of = _cache_lookup(cache)
+    origin = OriginOptions.build(
+        lock=lock, early_refresh=early_refresh, stale_if_error=stale_if_error, record=record
+    )
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
         keys = KeyBuilder(func, namespace=namespace, version=str(version), custom=key)
         all_entries = escape_glob(keys.base) + "*"
         # The bound method: calling the instance goes through its type's __call__ slot.
         key_of = keys.__call__
+        owner = function_id(func)
+        # None unless hits must follow the return annotation (most functions): then the
+        # hit paths below pay one check for it.
+        shapes = JsonShapes(owner)
+        returns = ReturnTypes.of(func, owner, shapes)
+        # The one WARNING a lossy result deserves, due at the next hit (see typed.py).
+        notice: JsonShapes | None = None
 
-        if inspect.iscoroutinefunction(func):
+        if origin.active:
+            guard = OriginGuard(
+                origin,
+                func=func,
+                owner=owner,
+                ttl=ttl,
+                condition=condition,
+                shapes=shapes,
+                shared=shared,
+            )
+            wrapper: Any = _guarded(guard, returns, fixed_serializer, key_of, cache_of)
+        elif inspect.iscoroutinefunction(func):
             async_func = cast(Callable[..., Awaitable[Any]], func)
             task_flights = _TaskFlights()
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                nonlocal notice
                 cache = cache_of()
                 if not cache._enabled or (cache._read_breaker is not None and cache._skips_reads()):
                     return await async_func(*args, **kwargs)
                 full = key_of(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
+                if returns is not None:
+                    last = returns.last
+                    serializer = (
+                        last[1] if last[0] is serializer else returns.serializer(serializer)
+                    )
                 value = await cache._aread(full, serializer, True, _MISS, shared)
                 if value is _MISS:
                     return await task_flights.run(
@@ -288,6 +371,10 @@ def cached(
                 if value is UNAVAILABLE:
                     # The read was skipped or failed: no store (it would wait again).
                     return await async_func(*args, **kwargs)
+                if notice is not None:
+                    pending = notice
+                    notice = None
+                    pending.hit()
                 return value
 
             async def _acompute(
@@ -297,22 +384,31 @@ def cached(
                 args: tuple[Any, ...],
                 kwargs: dict[str, Any],
             ) -> Any:
+                nonlocal notice
                 result = await async_func(*args, **kwargs)
                 if condition is None or condition(result):
                     await cache._astore(full, serializer.dumps([result]), ttl, False)
+                    if shapes.stored(serializer, result):
+                        notice = shapes
                 return result
 
-            wrapper: Any = async_wrapper
+            wrapper = async_wrapper
         else:
             thread_flights = _ThreadFlights()
 
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                nonlocal notice
                 cache = cache_of()
                 if not cache._enabled or (cache._read_breaker is not None and cache._skips_reads()):
                     return func(*args, **kwargs)
                 full = key_of(args, kwargs)
                 serializer = fixed_serializer or cache._serializer
+                if returns is not None:
+                    last = returns.last
+                    serializer = (
+                        last[1] if last[0] is serializer else returns.serializer(serializer)
+                    )
                 get_entry = cache._get_entry
                 if get_entry is None:
                     value = cache._read(full, serializer, True, _MISS, shared)
@@ -333,6 +429,10 @@ def cached(
                 if value is UNAVAILABLE:
                     # The read was skipped or failed: no store (it would wait again).
                     return func(*args, **kwargs)
+                if notice is not None:
+                    pending = notice
+                    notice = None
+                    pending.hit()
                 return value
 
             def _compute(
@@ -342,9 +442,12 @@ def cached(
                 args: tuple[Any, ...],
                 kwargs: dict[str, Any],
             ) -> Any:
+                nonlocal notice
                 result = func(*args, **kwargs)
                 if condition is None or condition(result):
                     cache._store(full, serializer.dumps([result]), ttl, False)
+                    if shapes.stored(serializer, result):
+                        notice = shapes
                 return result
 
             wrapper = sync_wrapper

@@ -157,6 +157,11 @@ class NearTier:
                     self._degraded = True
                     self._end_generation()
 
+    @property
+    def degraded(self) -> bool:
+        """True while the backend is unavailable: what the tier answers then is stale."""
+        return self._degraded
+
     def available(self) -> None:
         """The backend answered: after an outage, what the tier holds is no longer fresh."""
         if self._degraded:

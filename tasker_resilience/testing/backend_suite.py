@@ -12,9 +12,13 @@ a ``make_backend`` fixture that returns (or yields) a ready backend::
 
 pytest then runs every test below against it: bytes values, TTLs (sub-second too),
 ``delete_pattern`` globs with escapes, counts, batches of many keys, unicode keys, large
-values, ``health_check``, ``is_backend_failure`` for caller mistakes, and the ``a``-prefixed
-async twins. The async checks run their own event loop (``asyncio.run``), so the suite
-needs no pytest-asyncio settings. It takes a few seconds (real TTLs expire).
+values, ``health_check``, ``is_backend_failure`` for caller mistakes, the ``a``-prefixed
+async twins, and, for a backend that offers leases (``add`` and ``delete_if_equal``, see
+``LeaseBackend``: what ``@cached(lock=True)`` uses), that they are exclusive, expire and
+are given back only by their holder (a backend without them passes those checks unless
+it offers half of them). The
+async checks run their own event loop (``asyncio.run``), so the suite needs no
+pytest-asyncio settings. It takes a few seconds (real TTLs expire).
 
 Every key a test writes lives under a fresh random namespace, and the suite deletes that
 namespace afterwards, so it can run against a shared server without flushing it. A
@@ -31,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from tasker_resilience._cache.backends.contract import CacheBackend
+from tasker_resilience._cache.backends.contract import CacheBackend, LeaseBackend
 
 __all__ = ["BackendConformance"]
 
@@ -238,6 +242,62 @@ class BackendConformance:
         backend.close()  # an in-process backend may drop its data here
         backend.set(ns + "k2", b"w", None)
         assert backend.get(ns + "k2") == self.expected(b"w")
+
+    # --- leases (optional) ---------------------------------------------------------------------
+
+    @staticmethod
+    def leases(backend: CacheBackend) -> LeaseBackend | None:
+        """``backend`` as a :class:`LeaseBackend`, or None when it offers no leases
+        (they are optional). Half an offer fails: ``@cached(lock=True)`` would ignore it."""
+        if isinstance(backend, LeaseBackend):
+            return backend
+        partial = [
+            name
+            for name in ("delete_if_equal", "adelete_if_equal")
+            if callable(getattr(backend, name, None))
+        ]
+        assert not partial, (
+            f"{type(backend).__name__} has {', '.join(partial)} but not all of add, aadd, "
+            "delete_if_equal, adelete_if_equal: @cached(lock=True) uses no lease on it"
+        )
+        return None
+
+    def test_lease_is_exclusive_and_given_back_only_by_its_holder(
+        self, backend: CacheBackend, ns: str
+    ) -> None:
+        leases = self.leases(backend)
+        if leases is None:
+            return  # no leases: @cached(lock=True) is single-flight per process on it
+        assert leases.add(ns + "lease", b"mine", 30) is True
+        assert leases.add(ns + "lease", b"theirs", 30) is False
+        assert backend.get(ns + "lease") == self.expected(b"mine")
+        assert leases.delete_if_equal(ns + "lease", b"theirs") is False
+        assert backend.get(ns + "lease") == self.expected(b"mine")
+        assert leases.delete_if_equal(ns + "lease", b"mine") is True
+        assert backend.get(ns + "lease") is None
+        assert leases.delete_if_equal(ns + "lease", b"mine") is False  # gone: nothing to do
+
+    def test_lease_expires(self, backend: CacheBackend, ns: str) -> None:
+        leases = self.leases(backend)
+        if leases is None:
+            return
+        assert leases.add(ns + "lease", b"first", 0.3) is True
+        assert _eventually(lambda: leases.add(ns + "lease", b"second", 30))
+        assert backend.get(ns + "lease") == self.expected(b"second")
+
+    def test_async_leases(self, backend: CacheBackend, ns: str) -> None:
+        leases = self.leases(backend)
+        if leases is None:
+            return
+
+        async def check() -> None:
+            assert await leases.aadd(ns + "lease", b"mine", 30) is True
+            assert await leases.aadd(ns + "lease", b"other", 30) is False
+            assert await leases.adelete_if_equal(ns + "lease", b"other") is False
+            assert await leases.adelete_if_equal(ns + "lease", b"mine") is True
+            assert await backend.aget(ns + "lease") is None
+
+        self.run_async(backend, check)
 
     # --- async twins --------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ __all__ = [
     "BackendFactory",
     "CacheBackend",
     "InProcessAsyncMixin",
+    "LeaseBackend",
     "NodeUnavailable",
     "WriteRejectedError",
     "backend_factory",
@@ -154,6 +155,27 @@ class CacheBackend(Protocol):
         caller and never trip the breaker. ``asyncio.CancelledError`` and
         ``KeyboardInterrupt`` are never asked about."""
         ...
+
+
+@runtime_checkable
+class LeaseBackend(Protocol):
+    """Optional: what a backend offers so that ``@cached(lock=True)`` computes a missing
+    value once across every process sharing the cache (a lease per key).
+
+    ``add`` stores ``value`` only when ``key`` is absent (Redis ``SET NX PX``) and says
+    whether it did; ``delete_if_equal`` deletes ``key`` only while it still holds
+    ``value`` (compare-and-delete), so a holder whose lease expired never removes the
+    next holder's. Both must be atomic across every client of the backend, and both
+    raise on failure like the contract's operations. A backend without them is still a
+    backend: ``lock=True`` then degrades to single-flight within each process.
+    The Redis backends and ``memory`` offer them; ``BackendConformance`` checks them
+    when a backend has them.
+    """
+
+    def add(self, key: str, value: bytes, ttl_seconds: float | None) -> bool: ...
+    def delete_if_equal(self, key: str, value: bytes) -> bool: ...
+    async def aadd(self, key: str, value: bytes, ttl_seconds: float | None) -> bool: ...
+    async def adelete_if_equal(self, key: str, value: bytes) -> bool: ...
 
 
 class _SyncOperations(Protocol):

@@ -181,24 +181,56 @@ class MemoryBackend(InProcessAsyncMixin):
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         now = self._timer()
         entry = MemoryEntry(bytes(value), math.inf if ttl_seconds is None else now + ttl_seconds)
-        data = self._data
         with self._lock:
-            if len(data) >= self.max_capacity and key not in data:
-                # Full: expired entries go first, then the least recently used live
-                # entry if there is still no room.
-                self._purge(now)
-                if len(data) >= self.max_capacity:
-                    data.popitem(last=False)
-            data[key] = entry
-            data.move_to_end(key)
-            if entry.expires != math.inf:
-                heapq.heappush(self._expiries, (entry.expires, key))
-                if len(self._expiries) > 2 * len(data) + 64:
-                    self._compact()
+            self._put(key, entry, now)
+
+    def _put(self, key: str, entry: MemoryEntry, now: float) -> None:
+        # Under self._lock.
+        data = self._data
+        if len(data) >= self.max_capacity and key not in data:
+            # Full: expired entries go first, then the least recently used live
+            # entry if there is still no room.
+            self._purge(now)
+            if len(data) >= self.max_capacity:
+                data.popitem(last=False)
+        data[key] = entry
+        data.move_to_end(key)
+        if entry.expires != math.inf:
+            heapq.heappush(self._expiries, (entry.expires, key))
+            if len(self._expiries) > 2 * len(data) + 64:
+                self._compact()
 
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+    # --- leases (LeaseBackend): atomic under the one lock ---------------------------------
+
+    def add(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        """Store ``value`` only if ``key`` holds no live entry; True when stored."""
+        now = self._timer()
+        entry = MemoryEntry(bytes(value), math.inf if ttl_seconds is None else now + ttl_seconds)
+        with self._lock:
+            current = self._data.get(key)
+            if current is not None and (current.expires == _NEVER or current.expires > now):
+                return False
+            self._put(key, entry, now)
+        return True
+
+    def delete_if_equal(self, key: str, value: bytes) -> bool:
+        """Delete ``key`` only while it holds ``value``; True when deleted."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or entry.value != value:
+                return False
+            del self._data[key]
+            return True
+
+    async def aadd(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        return self.add(key, value, ttl_seconds)
+
+    async def adelete_if_equal(self, key: str, value: bytes) -> bool:
+        return self.delete_if_equal(key, value)
 
     def delete_pattern(self, pattern: str) -> int:
         matcher = glob_to_regex(pattern).fullmatch

@@ -2,7 +2,10 @@
 
 The :class:`~tasker_resilience._cache.backends.contract.CacheBackend` contract is what
 every backend must offer (get, set, delete, delete_pattern, health_check). Framework
-caches such as Django's need more: an atomic add, counters, touch, and batches. Those
+caches such as Django's need more: an atomic add, counters, touch, and batches; and
+``@cached(lock=True)`` takes its lease with ``add`` and gives it back with
+``delete_if_equal`` (compare-and-delete, so a holder whose lease already expired never
+deletes the next holder's). Those
 are Redis commands, so they live here as a mixin of
 :class:`~tasker_resilience._cache.backends.redis_backend.RedisBackend`, and the
 provider runs them under the ``cache`` breaker like any other backend call
@@ -31,6 +34,11 @@ _INCR_EXISTING: Final = (
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "return redis.call('INCRBY', KEYS[1], ARGV[1]) end "
     "return false"
+)
+# DEL only when the value is still the caller's own (a lease token): GET then DEL as two
+# commands could delete a lease that expired in between and was taken by another holder.
+_DELETE_IF_EQUAL: Final = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
 
@@ -133,6 +141,10 @@ class RedisCommands:
         with self._refusals_for_size(len(value)):
             return bool(self.client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
 
+    def delete_if_equal(self: _Clients, key: str, value: bytes) -> bool:
+        """Delete ``key`` only while it holds ``value``; True when deleted."""
+        return bool(self.client.eval(_DELETE_IF_EQUAL, 1, key, value))
+
     def get_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
         """The raw values of ``keys``, in order, None where absent."""
         return list(_mget(self.client, keys, self.cluster_url is not None))
@@ -163,6 +175,9 @@ class RedisCommands:
         client = self.async_client
         async with self._arefusals_for_size(len(value)):
             return bool(await client.set(key, value, px=ttl_milliseconds(ttl_seconds), nx=True))
+
+    async def adelete_if_equal(self: _Clients, key: str, value: bytes) -> bool:
+        return bool(await self.async_client.eval(_DELETE_IF_EQUAL, 1, key, value))
 
     async def aget_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
         return list(await _mget(self.async_client, keys, self.cluster_url is not None))
