@@ -9,6 +9,7 @@ from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from tasker_resilience._breakers.breaker import Breaker, Clock
+from tasker_resilience._breakers.host_sharing import HostSharing, settings_scope
 from tasker_resilience._breakers.registry import BreakerRegistry, StorageFactory
 from tasker_resilience._cache.backends.contract import (
     BackendFactory,
@@ -59,7 +60,10 @@ class Resilience:
         """Dotted setting key -> the layer that set it (for ``tasker-resilience config``)."""
         self.clock = clock
         self.breakers = BreakerRegistry(
-            settings.circuit_breakers, clock=clock, storage_factory=storage_factory
+            settings.circuit_breakers,
+            clock=clock,
+            storage_factory=storage_factory,
+            host_sharing=_host_sharing(settings),
         )
         # Configured components exist from the start, so health lists them before
         # their first call.
@@ -99,12 +103,20 @@ class Resilience:
         cache, self._cache = self._cache, None
         if cache is not None:
             cache.close()
+        self.breakers.close()
 
     def __repr__(self) -> str:
         return (
             f"<Resilience env={self.settings.env!r} cache={self.settings.cache.backend!r} "
             f"breakers={self.breakers.names()}>"
         )
+
+
+def _host_sharing(settings: Settings) -> HostSharing | None:
+    """The host-sharing channels (opt-in), scoped to these settings' cache identity."""
+    cache = settings.cache
+    scope = settings_scope(cache.key_prefix, cache.backend, cache.redis.url)
+    return HostSharing.start(settings.circuit_breakers.host_sharing, scope)
 
 
 _current: Resilience | None = None

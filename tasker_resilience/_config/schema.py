@@ -20,11 +20,13 @@ from tasker_resilience._errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_COMPONENT_CONFIGS",
+    "HOST_SHARING_KEYS",
     "PLUGINS_KEY",
     "REDIS_URL_SCHEMES",
     "BreakerConfig",
     "BreakersConfig",
     "CacheConfig",
+    "HostSharingConfig",
     "MemoryConfig",
     "NearConfig",
     "RedisConfig",
@@ -62,6 +64,26 @@ DEFAULT_COMPONENT_CONFIGS: Mapping[str, BreakerConfig] = MappingProxyType(
 
 
 @dataclass(frozen=True)
+class HostSharingConfig:
+    """The ``[common.circuit_breakers.host_sharing]`` section: worker processes of one
+    host share what their breakers learn through a local channel (the breakers guide,
+    "Host sharing"). Off by default: with it off nothing changes."""
+
+    enabled: bool = False
+    directory: str = ""
+    """Where the channel's files live; empty: ``$XDG_RUNTIME_DIR/tasker-resilience``, else
+    ``/dev/shm/tasker-resilience-<uid>``. An absolute path; it must belong to this user
+    and be private (mode 0700), or sharing is refused (one WARNING) and each process
+    decides alone."""
+    poll_interval_seconds: float = 0.02
+    """How often a process looks at what the others published (0.001-1): the time a
+    hint takes to reach an idle process."""
+
+
+HOST_SHARING_KEYS = ("enabled", "directory", "poll_interval_seconds")
+
+
+@dataclass(frozen=True)
 class BreakersConfig:
     """The ``[common.circuit_breakers]`` section."""
 
@@ -70,6 +92,7 @@ class BreakersConfig:
     component_configs: Mapping[str, BreakerConfig] = field(
         default_factory=lambda: DEFAULT_COMPONENT_CONFIGS
     )
+    host_sharing: HostSharingConfig = field(default_factory=HostSharingConfig)
 
     def for_component(self, name: str) -> BreakerConfig:
         """The config of breaker ``name``: its own entry, else ``default_config``."""
@@ -304,10 +327,40 @@ def _breaker(key: str, raw: object, base: BreakerConfig) -> BreakerConfig:
     )
 
 
+def _host_sharing(raw: object) -> HostSharingConfig:
+    key = "common.circuit_breakers.host_sharing"
+    table = _table(key, raw)
+    _reject_unknown(key, table, HOST_SHARING_KEYS)
+    defaults = HostSharingConfig()
+    directory_value = table.get("directory", defaults.directory)
+    if not isinstance(directory_value, str) or (
+        directory_value.strip() and not directory_value.strip().startswith("/")
+    ):
+        raise ConfigurationError(
+            f"{key}.directory",
+            directory_value,
+            'an absolute path such as "/run/user/1000/tasker-resilience", or "" for the '
+            "default ($XDG_RUNTIME_DIR, else /dev/shm)",
+        )
+    interval_value = table.get("poll_interval_seconds", defaults.poll_interval_seconds)
+    interval = _number(f"{key}.poll_interval_seconds", interval_value)
+    if not 0.001 <= interval <= 1.0:
+        raise ConfigurationError(
+            f"{key}.poll_interval_seconds", interval_value, "seconds from 0.001 to 1"
+        )
+    return HostSharingConfig(
+        enabled=_bool(f"{key}.enabled", table.get("enabled", defaults.enabled)),
+        directory=directory_value.strip(),
+        poll_interval_seconds=interval,
+    )
+
+
 def _breakers(raw: object) -> BreakersConfig:
     key = "common.circuit_breakers"
     table = _table(key, raw)
-    _reject_unknown(key, table, ("enabled", "default_config", "component_configs"))
+    _reject_unknown(
+        key, table, ("enabled", "default_config", "component_configs", "host_sharing")
+    )
     default = _breaker(f"{key}.default_config", table.get("default_config"), BreakerConfig())
     components_raw = _table(f"{key}.component_configs", table.get("component_configs"))
     components: dict[str, BreakerConfig] = {}
@@ -322,6 +375,7 @@ def _breakers(raw: object) -> BreakersConfig:
         enabled=_bool(f"{key}.enabled", table.get("enabled", True)),
         default_config=default,
         component_configs=MappingProxyType(components),
+        host_sharing=_host_sharing(table.get("host_sharing")),
     )
 
 

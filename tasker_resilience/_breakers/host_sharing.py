@@ -1,0 +1,928 @@
+"""Host sharing: the worker processes of one host share what their breakers learn.
+
+Opt-in (``[common.circuit_breakers.host_sharing] enabled = true``). Without it every
+process learns of an outage on its own: W workers pay W x ``failure_threshold`` hung
+calls before all are open, and each waits out its own open period, so the host probes
+W times per period at about the same moment and resumes using the backend up to a whole
+period after it is back.
+
+The channel is one small file per scope, mapped into every process (``mmap``), in a
+private per-user directory (``$XDG_RUNTIME_DIR/tasker-resilience``, else
+``/dev/shm/tasker-resilience-<uid>``): never the network, never the guarded backend.
+A scope is the user, the settings' identity (key prefix, backend name and URL without
+its password, hashed) and the breaker's name, so two services on one host never mix.
+
+The file holds fixed-size records of 64 bytes, each with a CRC32:
+
+- the *host record* (written under a non-blocking ``lockf`` on byte 0, by whoever
+  changes it): the outage's ``epoch``, whether the host is open, who opened it first
+  and when, who closed it, and the host's probe schedule (``next_probe_at``);
+- one *slot* per process (written only by its owner, so without a lock): pid, state,
+  failure streak, the epoch it joined, its last failure and a heartbeat.
+
+What a process does with what it reads (the decisions; see the caching guide, "Host
+sharing", for why):
+
+- *A peer opened* (a new epoch): a closed process whose own last call failed opens at
+  once (its own evidence agrees); any other closed process becomes **suspect**: its
+  next call is one probe (at most one at a time), one success closes it again, one
+  failure opens it. A hint alone never opens a process: a fault on one worker's own
+  path (its proxy, its network namespace) costs the healthy workers one real call
+  each, which succeeds, not an open period of misses.
+- *A failure while closed* opens at once when the host is open, or when the failure
+  streaks of the processes that failed in the last second add up to
+  ``failure_threshold``: the host pays about ``failure_threshold`` hung calls, plus the
+  calls already in flight, instead of ``failure_threshold`` per worker.
+- *Probes* follow one host schedule: the host probes every ``timeout_seconds / W`` (W:
+  the processes open in this outage), each probe claimed by whichever process calls
+  first after the slot is due. The host makes as many probes as W processes on their
+  own would (one per process per period), spread out, so it finds the backend back
+  within about ``timeout_seconds / W``. The schedule only ever moves a process's probe
+  earlier than its own ``timeout_seconds`` would.
+- *A peer's probe closed it*: every open process probes at once (with its own
+  ``success_threshold``); a process whose path is still broken re-opens on its own
+  and does not start a new host outage (only a trip from closed does), so a fault on
+  one path cannot make the host flap.
+
+Records carry an epoch, the writer's pid and monotonic timestamps (``CLOCK_MONOTONIC``
+is one clock for every process of the machine). A record older than a process's own
+last transition is ignored; a slot whose heartbeat stopped (a dead, hung or stopped
+process) counts for nothing; a host record whose openers are all gone is an outage
+that ended. No lock is held across I/O and none is ever waited for: a busy lock skips
+the update (the next call retries), and a lock busy for a whole second (its holder was
+stopped mid-update) switches sharing off. A missing or full directory, a wrong owner or
+mode, a corrupt record or any unexpected error switches sharing off for that breaker
+with one WARNING: it goes on deciding alone, as without sharing. Nothing here raises to
+a caller. The closed fast path of the breaker does not consult the channel at all: a
+poller thread (one per process) brings the news.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import logging
+import mmap
+import os
+import stat
+import struct
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Final, Protocol
+
+from tasker_resilience._breakers.states import CLOSED, HALF_OPEN, OPEN
+from tasker_resilience._config.redact import redact_url
+from tasker_resilience._config.schema import BreakerConfig, HostSharingConfig
+
+try:  # POSIX only; elsewhere sharing is refused with one WARNING
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]  # checked before use
+
+__all__ = [
+    "EVIDENCE_SECONDS",
+    "HostChannel",
+    "HostSharing",
+    "default_directory",
+    "settings_scope",
+]
+
+SHARING_LOGGER = logging.getLogger("tasker_resilience.breaker.host_sharing")
+
+EVIDENCE_SECONDS: Final = 1.0
+"""How recent another process's failure must be to count towards the host's streak."""
+SLOTS: Final = 128
+"""Processes per scope; one more falls back to deciding alone (one WARNING)."""
+_RECORD: Final = 64
+_BODY: Final = _RECORD - 4  # the last 4 bytes of a record are the CRC32 of the first 60
+_MAGIC: Final = b"TRHOST\x00\x01"
+_VERSION: Final = 1
+_HOST_AT: Final = _RECORD  # record 0: the file header; 1: the host; 2...: slots
+_SLOTS_AT: Final = 2 * _RECORD
+_SIZE: Final = _SLOTS_AT + SLOTS * _RECORD
+_HEARTBEAT_SECONDS: Final = 0.25
+_STALE_SECONDS: Final = 2.0
+"""A slot whose heartbeat is older than this belongs to a dead, hung or stopped process."""
+_LOCK_WEDGED_SECONDS: Final = 1.0
+_READ_TRIES: Final = 3
+
+_FILE = struct.Struct("<8sHHH16s")
+_HOST = struct.Struct("<QBxHIIIdddd")
+_SLOT = struct.Struct("<IBxHQddd")
+
+_HOST_CLOSED: Final = 0
+_HOST_OPEN: Final = 1
+# Slot states.
+_S_EMPTY, _S_CLOSED, _S_OPEN, _S_HALF_OPEN = 0, 1, 2, 3
+_SLOT_STATE = {CLOSED: _S_CLOSED, OPEN: _S_OPEN, HALF_OPEN: _S_HALF_OPEN}
+_SLOT_NAMES = {_S_CLOSED: CLOSED, _S_OPEN: OPEN, _S_HALF_OPEN: HALF_OPEN}
+
+
+class ChannelError(Exception):
+    """The channel cannot be used (the message says why); sharing is switched off."""
+
+
+class _SharedBreaker(Protocol):
+    """What the channel reads and steers on a breaker (``Breaker`` has it; this module
+    sits below ``breaker.py`` and must not import it). Every use holds ``_lock``."""
+
+    name: str
+    config: BreakerConfig
+    enabled: bool
+    _lock: threading.Lock
+    _state: str
+    _retry_at: float
+    _local_streak: int
+    _suspect: bool
+    _clock: Callable[[], float]
+
+    def _enter(self, state: Any) -> None: ...
+    def _enter_suspect(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Host:
+    epoch: int = 0
+    state: int = _HOST_CLOSED
+    used: int = 0
+    """High-water mark of slots ever claimed: readers scan no further."""
+    opened_by: int = 0
+    closed_by: int = 0
+    probes: int = 0
+    opened_at: float = 0.0
+    opened_wall: float = 0.0
+    closed_at: float = 0.0
+    next_probe_at: float = 0.0
+
+    def pack(self) -> bytes:
+        return _HOST.pack(
+            self.epoch,
+            self.state,
+            self.used,
+            self.opened_by,
+            self.closed_by,
+            self.probes,
+            self.opened_at,
+            self.opened_wall,
+            self.closed_at,
+            self.next_probe_at,
+        )
+
+
+@dataclass(frozen=True)
+class _Slot:
+    pid: int = 0
+    state: int = _S_EMPTY
+    streak: int = 0
+    epoch: int = 0
+    last_failure_at: float = 0.0
+    heartbeat_at: float = 0.0
+    changed_at: float = 0.0
+
+    def pack(self) -> bytes:
+        return _SLOT.pack(
+            self.pid,
+            self.state,
+            min(self.streak, 0xFFFF),
+            self.epoch,
+            self.last_failure_at,
+            self.heartbeat_at,
+            self.changed_at,
+        )
+
+    def live(self, now: float) -> bool:
+        """A process that is there: it beats, and (same pid namespace) it exists."""
+        if self.state == _S_EMPTY or now - self.heartbeat_at > _STALE_SECONDS:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pass  # EPERM: somebody's process; trust the heartbeat
+        return True
+
+
+def _record(body: bytes) -> bytes:
+    padded = body.ljust(_BODY, b"\x00")
+    return padded + struct.pack("<I", zlib.crc32(padded))
+
+
+def _valid(record: bytes) -> bool:
+    if record == bytes(_RECORD):
+        return True  # never written: an empty slot, a host that never opened
+    return zlib.crc32(record[:_BODY]) == struct.unpack_from("<I", record, _BODY)[0]
+
+
+# --- where the files live -------------------------------------------------------------
+
+
+def default_directory() -> str | None:
+    """``$XDG_RUNTIME_DIR/tasker-resilience``, else ``/dev/shm/tasker-resilience-<uid>``,
+    else None (nowhere private and memory-backed to put the channel)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/") and os.path.isdir(runtime):
+        return os.path.join(runtime, "tasker-resilience")
+    if os.path.isdir("/dev/shm"):
+        return f"/dev/shm/tasker-resilience-{os.geteuid()}"
+    return None
+
+
+def _check_private(path: str, info: os.stat_result, kind: str) -> None:
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise ChannelError(f"{kind} {path} belongs to uid {info.st_uid}, not to uid {uid}")
+    if info.st_mode & 0o077:
+        raise ChannelError(
+            f"{kind} {path} has mode {stat.S_IMODE(info.st_mode):04o}; only its owner "
+            f"may read or write it ({'0700' if kind == 'directory' else '0600'})"
+        )
+
+
+def _private_directory(path: str) -> str:
+    """``path``, created 0700 if missing (its parent must exist), checked otherwise."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ChannelError(f"cannot create directory {path}: {exc.strerror or exc}") from None
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ChannelError(f"{path} is not a directory (a symlink or a file)")
+    _check_private(path, info, "directory")
+    return path
+
+
+def settings_scope(key_prefix: str, backend: str, url: str) -> str:
+    """The settings' identity for a scope: key prefix, backend name and its URL with the
+    password masked (two services that differ only by password share one cache)."""
+    return "\x00".join((key_prefix, backend, redact_url(url)))
+
+
+def _scope_digest(scope: str, name: str) -> bytes:
+    text = "\x00".join((str(os.geteuid()), scope, name))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+# --- the channel of one breaker --------------------------------------------------------
+
+# One lock per file per process: POSIX record locks exclude processes, not the threads
+# (or the several channels of tests) of one process.
+_FILE_LOCKS: dict[str, threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(path: str) -> threading.Lock:
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(path, threading.Lock())
+
+
+class HostChannel:
+    """One breaker's view of its scope's file. Built by :meth:`HostSharing.channel`;
+    the breaker calls the hooks below (always holding its own lock), the poller calls
+    :meth:`poll`. Every hook returns the "decide alone" answer once sharing is off."""
+
+    def __init__(self, path: str, digest: bytes, poll_interval: float) -> None:
+        self.path = path
+        self.poll_interval = poll_interval
+        self.alive = True
+        self.reason: str | None = None
+        self._digest = digest
+        self._breaker: weakref.ReferenceType[_SharedBreaker] | None = None
+        self._fd = -1
+        self._mm: mmap.mmap | None = None
+        self._slot_at = 0
+        self._slot = _Slot()
+        self._pid = os.getpid()
+        self._seen: tuple[int, int] = (0, _HOST_CLOSED)
+        self._last_raw = b""
+        self._changed_at = 0.0  # this process's own last transition (monotonic)
+        self._next_beat = 0.0
+        self._lock_busy_since: float | None = None
+        self._open()
+
+    # --- opening, closing, forking ------------------------------------------------------
+
+    def _open(self) -> None:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise ChannelError("no POSIX file locks on this platform")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise ChannelError(f"cannot open {self.path}: {exc.strerror or exc}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ChannelError(f"{self.path} is not a regular file")
+            _check_private(self.path, info, "file")
+            self._fd = fd
+            self._initialise(info.st_size)
+            self._mm = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._check_header()
+            self._claim_slot()
+        except BaseException:
+            self._fd = -1
+            os.close(fd)
+            raise
+
+    def _initialise(self, size: int) -> None:
+        """Size and write the file header once; whoever holds the lock first does it."""
+        if size == _SIZE:
+            return
+        if size not in (0, _SIZE):
+            raise ChannelError(f"{self.path} has {size} bytes, not {_SIZE}: not a channel file")
+        with self._locked(wait=0.5) as locked:
+            if not locked:
+                raise ChannelError(f"{self.path} stayed locked while being created")
+            if os.fstat(self._fd).st_size == _SIZE:
+                return  # another process finished it first
+            try:
+                # Reserved now: writing into a hole of a full tmpfs would be SIGBUS.
+                os.posix_fallocate(self._fd, 0, _SIZE)
+            except OSError as exc:
+                raise ChannelError(
+                    f"cannot size {self.path}: {exc.strerror or exc} (directory full?)"
+                ) from None
+            header = _record(_FILE.pack(_MAGIC, _VERSION, SLOTS, _RECORD, self._digest))
+            os.pwrite(self._fd, header, 0)
+
+    def _check_header(self) -> None:
+        header = self._read(0)
+        magic, version, slots, size, digest = _FILE.unpack_from(header)
+        if (magic, version, slots, size) != (_MAGIC, _VERSION, SLOTS, _RECORD):
+            raise ChannelError(f"{self.path} is not a version {_VERSION} channel file")
+        if digest != self._digest:
+            raise ChannelError(f"{self.path} belongs to another scope")
+
+    def _claim_slot(self) -> None:
+        """Take a free slot (never used, or its process gone), keeping this process's
+        own fields (a forked child starts with its parent's state)."""
+        now = time.monotonic()
+        with self._locked(wait=0.5) as locked:
+            if not locked:
+                raise ChannelError(f"{self.path} stayed locked while joining")
+            host = self._host()
+            for index in range(SLOTS):
+                at = _SLOTS_AT + index * _RECORD
+                if index >= host.used or not self._slot_at_(at).live(now):
+                    break
+            else:
+                raise ChannelError(f"all {SLOTS} process slots of {self.path} are in use")
+            self._slot_at = at
+            self._pid = os.getpid()
+            self._write_slot(
+                replace(
+                    self._slot,
+                    pid=self._pid,
+                    state=self._slot.state or _S_CLOSED,
+                    heartbeat_at=now,
+                    changed_at=now,
+                )
+            )
+            if index >= host.used:
+                self._write_host(replace(host, used=index + 1))
+        self._next_beat = now + _HEARTBEAT_SECONDS
+
+    def attach(self, breaker: _SharedBreaker) -> None:
+        self._breaker = weakref.ref(breaker)
+        _POLLER.add(self)
+
+    def close(self) -> None:
+        """Leave the scope: free the slot (others stop counting this process)."""
+        if not self.alive:
+            return
+        self.alive = False
+        with contextlib.suppress(Exception):
+            self._write_slot(_Slot())
+        self._release()
+
+    def _release(self) -> None:
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            with contextlib.suppress(Exception):
+                mm.close()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the mapping is shared, the slot is the parent's. Take one."""
+        if not self.alive:
+            return
+        try:
+            self._claim_slot()
+        except Exception as exc:
+            self._fail(f"the forked process could not join: {exc}")
+
+    # --- reading and writing records ----------------------------------------------------
+
+    def _read(self, at: int) -> bytes:
+        mm = self._mm
+        if mm is None:
+            raise ChannelError("closed")
+        for _ in range(_READ_TRIES):
+            record = mm[at : at + _RECORD]
+            if _valid(record):
+                return record
+            # A torn read: the writer (another process) was mid-copy. Read again.
+        raise ChannelError(f"corrupt record at byte {at} of {self.path}")
+
+    def _host(self) -> _Host:
+        return _Host(*_HOST.unpack_from(self._read(_HOST_AT)))
+
+    def _slot_at_(self, at: int) -> _Slot:
+        return _Slot(*_SLOT.unpack_from(self._read(at)))
+
+    def _slots(self, used: int) -> Iterator[_Slot]:
+        for index in range(min(used, SLOTS)):
+            yield self._slot_at_(_SLOTS_AT + index * _RECORD)
+
+    def _write_host(self, host: _Host) -> None:
+        """Only under :meth:`_locked`."""
+        mm = self._mm
+        if mm is None:
+            raise ChannelError("closed")
+        mm[_HOST_AT : _HOST_AT + _RECORD] = _record(host.pack())
+
+    def _write_slot(self, slot: _Slot | None = None) -> None:
+        """This process's own slot: it is the only writer, so no lock."""
+        if slot is not None:
+            self._slot = slot
+        mm = self._mm
+        if mm is None:
+            raise ChannelError("closed")
+        mm[self._slot_at : self._slot_at + _RECORD] = _record(self._slot.pack())
+
+    @contextlib.contextmanager
+    def _locked(self, wait: float = 0.0) -> Iterator[bool]:
+        """The host record's lock, never waited for (``wait`` only at start-up): yields
+        False when another process holds it. Held for a few memory writes, no I/O."""
+        assert fcntl is not None
+        with _thread_lock(self.path):
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.001)
+            try:
+                yield True
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+
+    def _busy(self, now: float) -> None:
+        """The lock was busy: fine once, a failure if it stays busy (its holder stopped)."""
+        if self._lock_busy_since is None:
+            self._lock_busy_since = now
+        elif now - self._lock_busy_since > _LOCK_WEDGED_SECONDS:
+            raise ChannelError(f"{self.path} has been locked for over {_LOCK_WEDGED_SECONDS:g}s")
+
+    # --- what the host looks like ---------------------------------------------------------
+
+    def _in_outage(self, host: _Host, now: float, *, count_self: bool = True) -> int:
+        """The live processes open (or probing) in the host's current outage; 0 when
+        the host is closed or every process that was open in it is gone."""
+        if host.state != _HOST_OPEN:
+            return 0
+        return sum(
+            1
+            for slot in self._slots(host.used)
+            if slot.epoch == host.epoch
+            and slot.state in (_S_OPEN, _S_HALF_OPEN)
+            and (count_self or slot.pid != self._pid)
+            and slot.live(now)
+        )
+
+    def _host_streak(self, now: float) -> int:
+        host = self._host()
+        return sum(
+            slot.streak
+            for slot in self._slots(host.used)
+            if slot.state == _S_CLOSED
+            and slot.streak
+            and now - slot.last_failure_at <= EVIDENCE_SECONDS
+            and slot.live(now)
+        )
+
+    # --- hooks: the breaker calls these holding its own lock -----------------------------
+
+    def _guarded(self, action: Callable[[], Any], default: Any) -> Any:
+        if not self.alive:
+            return default
+        try:
+            return action()
+        except Exception as exc:
+            self._fail(str(exc) if isinstance(exc, ChannelError) else repr(exc))
+            return default
+
+    def entered(self, breaker: _SharedBreaker, previous: str) -> None:
+        """After every transition of ``breaker`` (``previous`` -> its ``_state``)."""
+        self._guarded(lambda: self._entered(breaker, previous), None)
+
+    def _entered(self, breaker: _SharedBreaker, previous: str) -> None:
+        now = time.monotonic()
+        self._changed_at = now
+        state = breaker._state
+        if state == OPEN:
+            # A trip: from closed, or a suspect's probe that failed (see _apply). A
+            # failed probe of an open process re-opens it alone.
+            self._join(breaker, now, trip=previous == CLOSED or breaker._suspect)
+            return
+        if state == CLOSED and previous != CLOSED:
+            self._publish_close(now)
+        self._write_slot(
+            replace(
+                self._slot, state=_SLOT_STATE.get(state, _S_CLOSED), streak=0, changed_at=now
+            )
+        )
+
+    def _join(self, breaker: _SharedBreaker, now: float, *, trip: bool) -> None:
+        """An open ``breaker``: join the host's outage, or start one if ``trip``, and
+        take the host's probe schedule; else it stays on its own schedule."""
+        host, joined = self._open_in_host(breaker, now, trip=trip)
+        self._write_slot(
+            replace(
+                self._slot,
+                state=_S_OPEN,
+                streak=0,
+                epoch=host.epoch if joined else 0,
+                changed_at=now,
+            )
+        )
+        if joined:
+            self._probe_by(breaker, host.next_probe_at, now)
+        self._seen = (host.epoch, host.state)
+
+    def _open_in_host(
+        self, breaker: _SharedBreaker, now: float, *, trip: bool
+    ) -> tuple[_Host, bool]:
+        """The host record as left, and whether this process is in its outage."""
+        with self._locked() as locked:
+            host = self._host()
+            if not locked:
+                self._busy(now)  # the poller joins later (the host record still says open)
+                return host, False
+            self._lock_busy_since = None
+            others = self._in_outage(host, now, count_self=False)
+            timeout = breaker.config.timeout_seconds
+            if host.state == _HOST_OPEN and (others or self._slot.epoch == host.epoch):
+                if not host.probes:
+                    # Nobody probed yet: the first probe comes timeout / W after the
+                    # opening, W counting this process too.
+                    first = host.opened_at + timeout / (others + 1)
+                    if first < host.next_probe_at:
+                        host = replace(host, next_probe_at=max(first, now))
+                        self._write_host(host)
+                return host, True
+            if not trip:
+                return host, False
+            host = replace(
+                host,
+                epoch=host.epoch + 1,
+                state=_HOST_OPEN,
+                opened_by=self._pid,
+                opened_at=now,
+                opened_wall=time.time(),
+                probes=0,
+                next_probe_at=now + timeout,
+            )
+            self._write_host(host)
+            return host, True
+
+    def _publish_close(self, now: float) -> None:
+        with self._locked() as locked:
+            if not locked:
+                self._busy(now)
+                return
+            self._lock_busy_since = None
+            host = self._host()
+            if host.state == _HOST_OPEN:
+                host = replace(host, state=_HOST_CLOSED, closed_by=self._pid, closed_at=now)
+                self._write_host(host)
+            self._seen = (host.epoch, host.state)
+
+    def _probe_by(self, breaker: _SharedBreaker, at: float, now: float) -> None:
+        """Let ``breaker`` probe no later than monotonic ``at`` (never later than its own
+        deadline: the host schedule only brings probes forward)."""
+        retry_at = breaker._clock() + max(0.0, at - now)
+        if retry_at < breaker._retry_at:
+            breaker._retry_at = retry_at
+
+    def may_probe(self, breaker: _SharedBreaker) -> bool:
+        """``breaker`` is open and its probe time has come: may it probe now? While the
+        host is open, only the process that claims the host's due probe slot does; the
+        others wait for the next slot (``_retry_at`` moved to it)."""
+        return bool(self._guarded(lambda: self._may_probe(breaker), True))
+
+    def _may_probe(self, breaker: _SharedBreaker) -> bool:
+        now = time.monotonic()
+        host = self._host()
+        if host.state != _HOST_OPEN or self._slot.epoch != host.epoch:
+            return True  # not in a host outage: this process's own schedule
+        with self._locked() as locked:
+            if not locked:
+                self._busy(now)
+                breaker._retry_at = breaker._clock() + self.poll_interval
+                return False
+            self._lock_busy_since = None
+            host = self._host()
+            if host.state != _HOST_OPEN:
+                return True
+            if now + 0.001 < host.next_probe_at:
+                breaker._retry_at = breaker._clock() + (host.next_probe_at - now)
+                return False
+            spacing = breaker.config.timeout_seconds / max(1, self._in_outage(host, now))
+            self._write_host(replace(host, next_probe_at=now + spacing, probes=host.probes + 1))
+            return True
+
+    def failed(self, breaker: _SharedBreaker) -> bool:
+        """A counted failure while closed (the breaker's own streak below its threshold):
+        does the host's evidence say "outage"? Publishes this process's streak."""
+        return bool(self._guarded(lambda: self._failed(breaker), False))
+
+    def _failed(self, breaker: _SharedBreaker) -> bool:
+        now = time.monotonic()
+        self._write_slot(
+            replace(self._slot, state=_S_CLOSED, streak=breaker._local_streak, last_failure_at=now)
+        )
+        host = self._host()
+        if host.state == _HOST_OPEN and self._in_outage(host, now, count_self=False):
+            return True
+        return self._host_streak(now) >= breaker.config.failure_threshold
+
+    def recovered(self, breaker: _SharedBreaker) -> None:
+        """A success ended this process's failure streak."""
+        if self._slot.streak:
+            self._guarded(lambda: self._write_slot(replace(self._slot, streak=0)), None)
+
+    # --- the poller: what the others did --------------------------------------------------
+
+    def poll(self) -> None:
+        """Bring one breaker up to date with its scope (the poller thread calls this)."""
+        if not self.alive:
+            return
+        breaker = self._breaker() if self._breaker is not None else None
+        if breaker is None:
+            self.close()
+            return
+        self._guarded(lambda: self._poll(breaker), None)
+
+    def _poll(self, breaker: _SharedBreaker) -> None:
+        mm = self._mm
+        if mm is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._beat(now)
+        raw = mm[_HOST_AT : _HOST_AT + _RECORD]
+        if raw == self._last_raw:
+            return  # nothing new: the common case, one 64-byte compare
+        host = self._host()
+        self._last_raw = raw
+        with breaker._lock:
+            self._apply(breaker, host, now)
+
+    def _beat(self, now: float) -> None:
+        if self._slot_at_(self._slot_at).pid != self._pid:
+            # Taken over while this process looked dead (stopped for seconds): rejoin.
+            self._claim_slot()
+            return
+        self._write_slot(replace(self._slot, heartbeat_at=now))
+        self._next_beat = now + _HEARTBEAT_SECONDS
+
+    def _apply(self, breaker: _SharedBreaker, host: _Host, now: float) -> None:
+        """React to the host record (holding the breaker's lock)."""
+        if not breaker.enabled:
+            return
+        state = breaker._state
+        news = (host.epoch, host.state) != self._seen
+        self._seen = (host.epoch, host.state)
+        if host.state == _HOST_OPEN:
+            if not self._in_outage(host, now):
+                return  # everybody who was open in it is gone: an outage that ended
+            if state == OPEN:
+                if self._slot.epoch != host.epoch:
+                    self._join(breaker, now, trip=False)  # a host outage began meanwhile
+                else:
+                    self._probe_by(breaker, host.next_probe_at, now)
+            elif state == CLOSED and news and host.opened_at > self._changed_at:
+                SHARING_LOGGER.info(
+                    "circuit breaker %r: process %d opened it on this host (outage %d); %s",
+                    breaker.name,
+                    host.opened_by,
+                    host.epoch,
+                    "this process's last call failed too: open"
+                    if breaker._local_streak
+                    else "the next call here is a probe",
+                )
+                if breaker._local_streak:
+                    breaker._enter(OPEN)
+                else:
+                    breaker._enter_suspect()
+        elif news and state == OPEN and host.closed_at > self._changed_at:
+            # A peer's probe closed it: probe here at once (this path may still be broken).
+            breaker._retry_at = breaker._clock()
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def view(self, breaker: _SharedBreaker) -> dict[str, Any]:
+        """The host's view for metrics and health (JSON-ready)."""
+        if not self.alive:
+            return {"shared": False, "reason": self.reason}
+        try:
+            now = time.monotonic()
+            host = self._host()
+            slots = [slot for slot in self._slots(host.used) if slot.live(now)]
+        except Exception as exc:
+            self._fail(str(exc) if isinstance(exc, ChannelError) else repr(exc))
+            return {"shared": False, "reason": self.reason}
+        is_open = host.state == _HOST_OPEN and any(
+            slot.epoch == host.epoch and slot.state in (_S_OPEN, _S_HALF_OPEN) for slot in slots
+        )
+        return {
+            "shared": True,
+            "state": OPEN if is_open else CLOSED,
+            "outage": host.epoch,
+            "opened_by": host.opened_by if host.epoch else None,
+            "opened_at": (
+                datetime.fromtimestamp(host.opened_wall, timezone.utc).isoformat()
+                if host.epoch
+                else None
+            ),
+            "closed_by": host.closed_by or None,
+            "processes": len(slots),
+            "open_processes": sum(1 for slot in slots if slot.state == _S_OPEN),
+            "probing_processes": sum(1 for slot in slots if slot.state == _S_HALF_OPEN),
+            "host_probes": host.probes,
+            "suspect": bool(getattr(breaker, "_suspect", False)),
+            "pid": self._pid,
+        }
+
+    def _fail(self, reason: str) -> None:
+        """Switch sharing off for this breaker: one WARNING, then per-process decisions."""
+        if not self.alive:
+            return
+        self.alive = False
+        self.reason = reason
+        breaker = self._breaker() if self._breaker is not None else None
+        SHARING_LOGGER.warning(
+            "circuit breaker %r: host sharing is off for this process (%s); it decides "
+            "alone from now on",
+            breaker.name if breaker is not None else "?",
+            reason,
+        )
+        with contextlib.suppress(Exception):
+            self._write_slot(_Slot())
+
+
+# --- the process's channels and their poller ---------------------------------------------
+
+
+class HostSharing:
+    """The channels of one ``Resilience``: one per breaker name, one poller thread for
+    the whole process. Build it with :meth:`start` (None when sharing is off)."""
+
+    def __init__(self, config: HostSharingConfig, scope: str) -> None:
+        self.config = config
+        self.scope = scope
+        self._channels: dict[str, HostChannel] = {}
+        self._lock = threading.Lock()
+        self._directory: str | None = None
+        self._refused: str | None = None
+
+    @classmethod
+    def start(cls, config: HostSharingConfig, scope: str) -> HostSharing | None:
+        return cls(config, scope) if config.enabled else None
+
+    def _prepare(self) -> str:
+        if self._directory is not None:
+            return self._directory
+        if self._refused is not None:
+            raise ChannelError(self._refused)
+        path = self.config.directory or default_directory()
+        if path is None:
+            raise ChannelError(
+                "no private memory-backed directory ($XDG_RUNTIME_DIR or /dev/shm); "
+                "set common.circuit_breakers.host_sharing.directory"
+            )
+        self._directory = _private_directory(path)
+        return self._directory
+
+    def channel(self, name: str) -> HostChannel | None:
+        """The channel for breaker ``name``; None (after one WARNING) when the channel
+        cannot be used: the breaker then decides alone."""
+        with self._lock:
+            channel = self._channels.get(name)
+            if channel is not None:
+                return channel if channel.alive else None
+            digest = _scope_digest(self.scope, name)
+            try:
+                directory = self._prepare()
+                channel = HostChannel(
+                    os.path.join(directory, f"breaker-{digest.hex()}.v{_VERSION}"),
+                    digest,
+                    self.config.poll_interval_seconds,
+                )
+            except (ChannelError, OSError) as exc:
+                reason = str(exc)
+                if self._directory is None:
+                    if self._refused is not None:
+                        return None  # the directory was refused already: said once
+                    self._refused = reason
+                SHARING_LOGGER.warning(
+                    "circuit breaker %r: host sharing is off (%s); each process decides alone",
+                    name,
+                    reason,
+                )
+                return None
+            self._channels[name] = channel
+            return channel
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+
+class _Poller:
+    """One daemon thread per process that brings every live channel up to date."""
+
+    def __init__(self) -> None:
+        self._channels: weakref.WeakSet[HostChannel] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        # Held for each round: a fork waits for the round to end, so the child never
+        # inherits a breaker lock the poller was holding (it would stay held forever).
+        self._round = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, channel: HostChannel) -> None:
+        with self._lock:
+            self._channels.add(channel)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="tasker-resilience-host-sharing", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                channels = [channel for channel in self._channels if channel.alive]
+                if not channels:
+                    self._thread = None
+                    return
+            with self._round:
+                for channel in channels:
+                    channel.poll()
+            time.sleep(min(channel.poll_interval for channel in channels))
+
+    def before_fork(self) -> None:
+        self._round.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self._round.release()
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread survives a fork: fresh locks, a fresh thread, and a
+        # slot of the child's own in every scope.
+        global _FILE_LOCKS_GUARD
+        self._lock = threading.Lock()
+        self._round = threading.Lock()
+        self._thread = None
+        _FILE_LOCKS.clear()
+        _FILE_LOCKS_GUARD = threading.Lock()
+        channels = [channel for channel in self._channels if channel.alive]
+        for channel in channels:
+            channel._after_fork()
+        for channel in channels:
+            if channel.alive:
+                self.add(channel)
+
+    def close_all(self) -> None:
+        for channel in list(self._channels):
+            channel.close()
+
+
+_POLLER = _Poller()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_POLLER.before_fork,
+        after_in_parent=_POLLER.after_fork_in_parent,
+        after_in_child=_POLLER.after_fork_in_child,
+    )
+# A process that exits frees its slots at once rather than when its heartbeat goes stale.
+atexit.register(_POLLER.close_all)
