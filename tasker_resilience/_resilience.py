@@ -114,9 +114,9 @@ class Resilience:
 
 def _host_sharing(settings: Settings) -> HostSharing | None:
     """The host-sharing channels (opt-in), scoped to these settings' cache identity."""
-    cache = settings.cache
-    scope = settings_scope(cache.key_prefix, cache.backend, cache.redis.url)
-    return HostSharing.start(settings.circuit_breakers.host_sharing, scope)
+    config, cache = settings.circuit_breakers.host_sharing, settings.cache
+    scope = settings_scope(cache.key_prefix, cache.backend, cache.redis.url, config.scope)
+    return HostSharing.start(config, scope)
 
 
 _current: Resilience | None = None

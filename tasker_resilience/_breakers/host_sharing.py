@@ -76,7 +76,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Final, Protocol
 
-from tasker_resilience._breakers.states import CLOSED, HALF_OPEN, OPEN
+from tasker_resilience._breakers.states import CLOSED, HALF_OPEN, OPEN, StateName
 from tasker_resilience._config.redact import redact_url
 from tasker_resilience._config.schema import BreakerConfig, HostSharingConfig
 
@@ -132,17 +132,21 @@ class _SharedBreaker(Protocol):
     """What the channel reads and steers on a breaker (``Breaker`` has it; this module
     sits below ``breaker.py`` and must not import it). Every use holds ``_lock``."""
 
-    name: str
-    config: BreakerConfig
-    enabled: bool
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> BreakerConfig: ...
+    @property
+    def enabled(self) -> bool: ...
+
     _lock: threading.Lock
-    _state: str
+    _state: StateName
     _retry_at: float
     _local_streak: int
     _suspect: bool
     _clock: Callable[[], float]
 
-    def _enter(self, state: Any) -> None: ...
+    def _enter(self, state: StateName) -> None: ...
     def _enter_suspect(self) -> None: ...
 
 
@@ -217,7 +221,8 @@ def _record(body: bytes) -> bytes:
 def _valid(record: bytes) -> bool:
     if record == bytes(_RECORD):
         return True  # never written: an empty slot, a host that never opened
-    return zlib.crc32(record[:_BODY]) == struct.unpack_from("<I", record, _BODY)[0]
+    stored: int = struct.unpack_from("<I", record, _BODY)[0]
+    return zlib.crc32(record[:_BODY]) == stored
 
 
 # --- where the files live -------------------------------------------------------------
@@ -260,10 +265,13 @@ def _private_directory(path: str) -> str:
     return path
 
 
-def settings_scope(key_prefix: str, backend: str, url: str) -> str:
-    """The settings' identity for a scope: key prefix, backend name and its URL with the
-    password masked (two services that differ only by password share one cache)."""
-    return "\x00".join((key_prefix, backend, redact_url(url)))
+def settings_scope(key_prefix: str, backend: str, url: str, explicit: str = "") -> str:
+    """Which processes share: ``explicit`` (``host_sharing.scope``) when set, else the
+    settings' identity: key prefix, backend name and its URL with the password masked
+    (two services that differ only by password use one cache)."""
+    if explicit:
+        return "scope\x00" + explicit
+    return "\x00".join(("settings", key_prefix, backend, redact_url(url)))
 
 
 def _scope_digest(scope: str, name: str) -> bytes:
@@ -282,6 +290,13 @@ _FILE_LOCKS_GUARD = threading.Lock()
 def _thread_lock(path: str) -> threading.Lock:
     with _FILE_LOCKS_GUARD:
         return _FILE_LOCKS.setdefault(path, threading.Lock())
+
+
+def _reset_file_locks() -> None:
+    """In a forked child: a lock another thread of the parent held stays held forever."""
+    global _FILE_LOCKS_GUARD
+    _FILE_LOCKS_GUARD = threading.Lock()
+    _FILE_LOCKS.clear()
 
 
 class HostChannel:
@@ -442,9 +457,12 @@ class HostChannel:
     def _slot_at_(self, at: int) -> _Slot:
         return _Slot(*_SLOT.unpack_from(self._read(at)))
 
-    def _slots(self, used: int) -> Iterator[_Slot]:
+    def _slots(self, used: int, *, others: bool = False) -> Iterator[_Slot]:
+        """The slots ever used; ``others``: all but this channel's own."""
         for index in range(min(used, SLOTS)):
-            yield self._slot_at_(_SLOTS_AT + index * _RECORD)
+            at = _SLOTS_AT + index * _RECORD
+            if not (others and at == self._slot_at):
+                yield self._slot_at_(at)
 
     def _write_host(self, host: _Host) -> None:
         """Only under :meth:`_locked`."""
@@ -499,11 +517,8 @@ class HostChannel:
             return 0
         return sum(
             1
-            for slot in self._slots(host.used)
-            if slot.epoch == host.epoch
-            and slot.state in (_S_OPEN, _S_HALF_OPEN)
-            and (count_self or slot.pid != self._pid)
-            and slot.live(now)
+            for slot in self._slots(host.used, others=not count_self)
+            if slot.epoch == host.epoch and slot.state in (_S_OPEN, _S_HALF_OPEN) and slot.live(now)
         )
 
     def _host_streak(self, now: float) -> int:
@@ -544,9 +559,7 @@ class HostChannel:
         if state == CLOSED and previous != CLOSED:
             self._publish_close(now)
         self._write_slot(
-            replace(
-                self._slot, state=_SLOT_STATE.get(state, _S_CLOSED), streak=0, changed_at=now
-            )
+            replace(self._slot, state=_SLOT_STATE.get(state, _S_CLOSED), streak=0, changed_at=now)
         )
 
     def _join(self, breaker: _SharedBreaker, now: float, *, trip: bool) -> None:
@@ -859,58 +872,68 @@ class HostSharing:
 
 
 class _Poller:
-    """One daemon thread per process that brings every live channel up to date."""
+    """One daemon thread per process that brings every live channel up to date.
+
+    It is stopped before a fork and started again after it, in the parent and in the
+    child: the child never inherits a lock the thread held (a breaker's, mid-poll), and
+    a process that forks its workers (gunicorn ``--preload``, celery prefork) is a
+    single-threaded process at that moment, as Python 3.12+ asks of a fork.
+    """
 
     def __init__(self) -> None:
         self._channels: weakref.WeakSet[HostChannel] = weakref.WeakSet()
         self._lock = threading.Lock()
-        # Held for each round: a fork waits for the round to end, so the child never
-        # inherits a breaker lock the poller was holding (it would stay held forever).
-        self._round = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def add(self, channel: HostChannel) -> None:
         with self._lock:
             self._channels.add(channel)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="tasker-resilience-host-sharing", daemon=True
-                )
-                self._thread.start()
+            self._start()
 
-    def _run(self) -> None:
-        while True:
+    def _start(self) -> None:
+        """Start the thread if it is not running (holding ``_lock``)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._stop,),
+                name="tasker-resilience-host-sharing",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             with self._lock:
                 channels = [channel for channel in self._channels if channel.alive]
-                if not channels:
-                    self._thread = None
-                    return
-            with self._round:
-                for channel in channels:
-                    channel.poll()
-            time.sleep(min(channel.poll_interval for channel in channels))
+            if not channels:
+                return
+            for channel in channels:
+                channel.poll()
+            stop.wait(min(channel.poll_interval for channel in channels))
 
     def before_fork(self) -> None:
-        self._round.acquire()
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def after_fork_in_parent(self) -> None:
-        self._round.release()
+        with self._lock:
+            if any(channel.alive for channel in self._channels):
+                self._start()
 
     def after_fork_in_child(self) -> None:
-        # Only the forking thread survives a fork: fresh locks, a fresh thread, and a
-        # slot of the child's own in every scope.
-        global _FILE_LOCKS_GUARD
+        # The mapping is shared with the parent; the slots are the parent's: each
+        # channel takes one of its own before polling starts.
         self._lock = threading.Lock()
-        self._round = threading.Lock()
-        self._thread = None
-        _FILE_LOCKS.clear()
-        _FILE_LOCKS_GUARD = threading.Lock()
+        _reset_file_locks()
         channels = [channel for channel in self._channels if channel.alive]
         for channel in channels:
             channel._after_fork()
-        for channel in channels:
-            if channel.alive:
-                self.add(channel)
+        self.after_fork_in_parent()
 
     def close_all(self) -> None:
         for channel in list(self._channels):

@@ -78,9 +78,13 @@ class HostSharingConfig:
     poll_interval_seconds: float = 0.02
     """How often a process looks at what the others published (0.001-1): the time a
     hint takes to reach an idle process."""
+    scope: str = ""
+    """Which processes share; empty: those of this user with the same key prefix, cache
+    backend and URL (its password left out). A name of your own groups processes that
+    reach one backend by different addresses (up to 200 printable characters)."""
 
 
-HOST_SHARING_KEYS = ("enabled", "directory", "poll_interval_seconds")
+HOST_SHARING_KEYS = ("enabled", "directory", "poll_interval_seconds", "scope")
 
 
 @dataclass(frozen=True)
@@ -348,19 +352,23 @@ def _host_sharing(raw: object) -> HostSharingConfig:
         raise ConfigurationError(
             f"{key}.poll_interval_seconds", interval_value, "seconds from 0.001 to 1"
         )
+    scope_value = table.get("scope", defaults.scope)
+    if not isinstance(scope_value, str) or len(scope_value) > 200 or not scope_value.isprintable():
+        raise ConfigurationError(
+            f"{key}.scope", scope_value, 'up to 200 printable characters, or "" (the default)'
+        )
     return HostSharingConfig(
         enabled=_bool(f"{key}.enabled", table.get("enabled", defaults.enabled)),
         directory=directory_value.strip(),
         poll_interval_seconds=interval,
+        scope=scope_value.strip(),
     )
 
 
 def _breakers(raw: object) -> BreakersConfig:
     key = "common.circuit_breakers"
     table = _table(key, raw)
-    _reject_unknown(
-        key, table, ("enabled", "default_config", "component_configs", "host_sharing")
-    )
+    _reject_unknown(key, table, ("enabled", "default_config", "component_configs", "host_sharing"))
     default = _breaker(f"{key}.default_config", table.get("default_config"), BreakerConfig())
     components_raw = _table(f"{key}.component_configs", table.get("component_configs"))
     components: dict[str, BreakerConfig] = {}
