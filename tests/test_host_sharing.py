@@ -730,3 +730,23 @@ def test_sharing_needs_no_lock_on_the_closed_path(hosts: Hosts) -> None:
         setattr(channel, hook, explode)
     for _ in range(1000):
         assert succeed(breaker)
+
+
+# --- the drill's --workers mode: usage ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--workers", "1"], "must be from 2 to 64"),
+        (["--workers", "many"], "is not a whole number"),
+        (["--workers", "4", "--url", "redis://127.0.0.1:6379/0"], "does not combine with"),
+        (["--workers", "4", "--near"], "does not combine with"),
+    ],
+)
+def test_drill_workers_usage_errors(args: list[str], says: str) -> None:
+    from tests.test_cli import one_line, run_cli
+
+    done = run_cli("drill", *args)
+    assert done.returncode == 2, done.stderr
+    assert says in one_line(done.stderr)

@@ -57,6 +57,20 @@ def _positive(kind: type[float] | type[int]) -> Any:
     return parse
 
 
+def _at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= 64:
+            raise argparse.ArgumentTypeError(f"{text!r} must be from {low} to 64")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from tasker_resilience._operations import http as _http
     from tasker_resilience._operations.drill import runner as _drill
@@ -92,6 +106,15 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show what the near cache buys: origin load per phase (healthy, server "
         "frozen) of a @cached function, with and without [common.cache.near]",
+    )
+    drill.add_argument(
+        "--workers",
+        type=_at_least(2),
+        metavar="N",
+        help="what one outage costs a host of N worker processes, with and without "
+        "[common.circuit_breakers.host_sharing]: each reads 20 times a second (socket "
+        "timeout 0.25 s, failure_threshold 5, timeout_seconds 8); --outage sets how long "
+        "the server stays frozen",
     )
     drill.add_argument(
         "--topology",
@@ -190,6 +213,8 @@ def _drill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.workers is not None:
+        return _workers_drill(args)
     if args.near:
         return _near_drill(args)
     options = DrillOptions(
@@ -255,6 +280,41 @@ def _near_drill(args: argparse.Namespace) -> int:
     with_near, without = loads
     # The tier must at least lower the outage's origin load to call the drill a success.
     return EXIT_OK if with_near.ratio < without.ratio else EXIT_UNHEALTHY
+
+
+def _workers_drill(args: argparse.Namespace) -> int:
+    from tasker_resilience._operations.drill.fleet import (
+        FleetSetup,
+        format_fleet_runs,
+        run_fleet_drill,
+    )
+
+    if args.url or args.in_process or args.near or args.topology:
+        print(
+            f"{PROG} drill: --workers freezes a private server; it does not combine with "
+            "--url, --in-process, --near or --topology",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    logging.getLogger("tasker_resilience").setLevel(logging.INFO if args.verbose else logging.ERROR)
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[drill --workers] {message}", file=sys.stderr, flush=True)
+
+    runs = run_fleet_drill(
+        FleetSetup(workers=args.workers, outage=args.outage),
+        server_binary=args.server_binary,
+        say=say,
+    )
+    if args.json:
+        print(json.dumps({"workers": [run.as_dict() for run in runs]}, indent=2))
+    else:
+        print(format_fleet_runs(runs))
+    without, with_sharing = runs
+    # Sharing must at least lower the onset's hung calls and bring the cache back.
+    shared_better = with_sharing.slow_calls < without.slow_calls
+    return EXIT_OK if shared_better and with_sharing.recovery is not None else EXIT_UNHEALTHY
 
 
 # --- health ----------------------------------------------------------------------------
