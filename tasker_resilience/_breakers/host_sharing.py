@@ -202,7 +202,7 @@ class _Slot:
 
     def live(self, now: float) -> bool:
         """A process that is there: it beats, and (same pid namespace) it exists."""
-        if self.state == _S_EMPTY or now - self.heartbeat_at > _STALE_SECONDS:
+        if self.state == _S_EMPTY or self.pid <= 0 or now - self.heartbeat_at > _STALE_SECONDS:
             return False
         try:
             os.kill(self.pid, 0)
@@ -377,12 +377,15 @@ class HostChannel:
         if digest != self._digest:
             raise ChannelError(f"{self.path} belongs to another scope")
 
-    def _claim_slot(self) -> None:
+    def _claim_slot(self, wait: float = 0.5) -> bool:
         """Take a free slot (never used, or its process gone), keeping this process's
-        own fields (a forked child starts with its parent's state)."""
+        own fields (a forked child starts with its parent's state). False: the lock was
+        busy and ``wait`` is 0 (try again later)."""
         now = time.monotonic()
-        with self._locked(wait=0.5) as locked:
+        with self._locked(wait=wait) as locked:
             if not locked:
+                if not wait:
+                    return False
                 raise ChannelError(f"{self.path} stayed locked while joining")
             host = self._host()
             for index in range(SLOTS):
@@ -405,6 +408,7 @@ class HostChannel:
             if index >= host.used:
                 self._write_host(replace(host, used=index + 1))
         self._next_beat = now + _HEARTBEAT_SECONDS
+        return True
 
     def attach(self, breaker: _SharedBreaker) -> None:
         self._breaker = weakref.ref(breaker)
@@ -415,6 +419,7 @@ class HostChannel:
         if not self.alive:
             return
         self.alive = False
+        self.reason = "closed"
         with contextlib.suppress(Exception):
             self._write_slot(_Slot())
         self._release()
@@ -698,20 +703,25 @@ class HostChannel:
         if mm is None:
             return
         now = time.monotonic()
-        if now >= self._next_beat:
-            self._beat(now)
-        raw = mm[_HOST_AT : _HOST_AT + _RECORD]
-        if raw == self._last_raw:
+        beat = now >= self._next_beat
+        if not beat and mm[_HOST_AT : _HOST_AT + _RECORD] == self._last_raw:
             return  # nothing new: the common case, one 64-byte compare
-        host = self._host()
-        self._last_raw = raw
+        # Under the breaker's lock, as the hooks are: the slot and what this process
+        # has seen change in one place at a time.
         with breaker._lock:
-            self._apply(breaker, host, now)
+            if beat:
+                self._beat(now)
+            raw = mm[_HOST_AT : _HOST_AT + _RECORD]
+            if raw != self._last_raw:
+                host = self._host()
+                self._last_raw = raw
+                self._apply(breaker, host, now)
 
     def _beat(self, now: float) -> None:
         if self._slot_at_(self._slot_at).pid != self._pid:
-            # Taken over while this process looked dead (stopped for seconds): rejoin.
-            self._claim_slot()
+            # Taken over while this process looked dead (stopped for seconds): rejoin,
+            # without waiting for the lock (the breaker's lock is held here).
+            self._claim_slot(wait=0.0)
             return
         self._write_slot(replace(self._slot, heartbeat_at=now))
         self._next_beat = now + _HEARTBEAT_SECONDS
