@@ -66,7 +66,7 @@ DEFAULT_COMPONENT_CONFIGS: Mapping[str, BreakerConfig] = MappingProxyType(
 @dataclass(frozen=True)
 class HostSharingConfig:
     """The ``[common.circuit_breakers.host_sharing]`` section: worker processes of one
-    host share what their breakers learn through a local channel (the breakers guide,
+    host share what their breakers learn through a local channel (the caching guide,
     "Host sharing"). Off by default: with it off nothing changes."""
 
     enabled: bool = False
