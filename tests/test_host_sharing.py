@@ -432,12 +432,21 @@ def test_services_configured_alike_share_and_others_do_not(directory: str) -> No
             res.close()
 
 
+def _sharing_resilience(directory: str) -> tr.Resilience:
+    """A process's own Resilience with host sharing on (the test settings otherwise)."""
+    return tr.configure(
+        env="test",
+        overrides={
+            "common": {
+                "circuit_breakers": {"host_sharing": {"enabled": True, "directory": directory}}
+            }
+        },
+        install=False,
+    )
+
+
 def test_health_and_metrics_show_the_host_view(directory: str) -> None:
-    overrides = {
-        "common": {"circuit_breakers": {"host_sharing": {"enabled": True, "directory": directory}}}
-    }
-    one = tr.configure(env="test", overrides=overrides, install=False)
-    two = tr.configure(env="test", overrides=overrides, install=False)
+    one, two = _sharing_resilience(directory), _sharing_resilience(directory)
     try:
         fail(one.breakers.get("pgmq"), 5)
         view = two.health()["circuit_breakers"]["pgmq"]["host"]
@@ -492,6 +501,16 @@ def _child_script(directory: str, body: str) -> str:
     ) + textwrap.dedent(body)
 
 
+def _start_child(directory: str, body: str) -> subprocess.Popen[str]:
+    """A process of the scope running ``body``, its stdout a pipe of lines."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _child_script(directory, body)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+
+
 def _run_child(directory: str, body: str, timeout: float = 60) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-W", "error::DeprecationWarning", "-c", _child_script(directory, body)],
@@ -541,15 +560,7 @@ def test_fork_children_share_with_their_parent_and_fork_cleanly(directory: str) 
 
 
 def _spawned_worker(directory: str, queue: Any) -> None:
-    res = tr.configure(
-        env="test",
-        overrides={
-            "common": {
-                "circuit_breakers": {"host_sharing": {"enabled": True, "directory": directory}}
-            }
-        },
-        install=False,
-    )
+    res = _sharing_resilience(directory)
     breaker = res.breakers.get("pgmq")
     queue.put("ready")
     deadline = time.monotonic() + 10
@@ -566,15 +577,7 @@ def test_spawned_processes_share(directory: str) -> None:
     process.start()
     try:
         assert queue.get(timeout=60) == "ready"
-        res = tr.configure(
-            env="test",
-            overrides={
-                "common": {
-                    "circuit_breakers": {"host_sharing": {"enabled": True, "directory": directory}}
-                }
-            },
-            install=False,
-        )
+        res = _sharing_resilience(directory)
         try:
             fail(res.breakers.get("pgmq"), 5)
             assert queue.get(timeout=20) == ("half-open", True)
@@ -591,24 +594,15 @@ def test_a_killed_process_blocks_nothing_and_a_restarted_one_joins(
     hosts: Hosts, directory: str
 ) -> None:
     survivor = hosts.breaker()
-    opener = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _child_script(
-                directory,
-                """
-                b = breaker()
-                for _ in range(5):
-                    g = b._acquire(); b._release(g, OSError("down"))
-                print(b.state, flush=True)
-                time.sleep(60)
-                """,
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
+    opener = _start_child(
+        directory,
+        """
+        b = breaker()
+        for _ in range(5):
+            g = b._acquire(); b._release(g, OSError("down"))
+        print(b.state, flush=True)
+        time.sleep(60)
+        """,
     )
     try:
         assert opener.stdout is not None
@@ -630,24 +624,15 @@ def test_a_killed_process_blocks_nothing_and_a_restarted_one_joins(
     fail(survivor)
     assert survivor.state == "closed", "a dead opener is no evidence of an outage"
     # A restarted worker takes a slot (the dead one's is free) and hears a new outage.
-    restarted = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _child_script(
-                directory,
-                """
-                b = breaker()
-                print("ready", flush=True)
-                wait(lambda: b._suspect, 20)
-                view = b.metrics()["host"]
-                print(json.dumps({"suspect": b._suspect, "processes": view["processes"]}))
-                """,
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
+    restarted = _start_child(
+        directory,
+        """
+        b = breaker()
+        print("ready", flush=True)
+        wait(lambda: b._suspect, 20)
+        view = b.metrics()["host"]
+        print(json.dumps({"suspect": b._suspect, "processes": view["processes"]}))
+        """,
     )
     try:
         assert restarted.stdout is not None

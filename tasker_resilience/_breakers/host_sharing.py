@@ -72,7 +72,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Final, Protocol
 
@@ -165,18 +165,7 @@ class _Host:
     next_probe_at: float = 0.0
 
     def pack(self) -> bytes:
-        return _HOST.pack(
-            self.epoch,
-            self.state,
-            self.used,
-            self.opened_by,
-            self.closed_by,
-            self.probes,
-            self.opened_at,
-            self.opened_wall,
-            self.closed_at,
-            self.next_probe_at,
-        )
+        return _HOST.pack(*astuple(self))  # the fields in _HOST's order
 
 
 @dataclass(frozen=True)
@@ -190,15 +179,7 @@ class _Slot:
     changed_at: float = 0.0
 
     def pack(self) -> bytes:
-        return _SLOT.pack(
-            self.pid,
-            self.state,
-            min(self.streak, 0xFFFF),
-            self.epoch,
-            self.last_failure_at,
-            self.heartbeat_at,
-            self.changed_at,
-        )
+        return _SLOT.pack(*astuple(self))  # the fields in _SLOT's order
 
     def live(self, now: float) -> bool:
         """A process that is there: it beats, and (same pid namespace) it exists."""
@@ -674,7 +655,12 @@ class HostChannel:
     def _failed(self, breaker: _SharedBreaker) -> bool:
         now = time.monotonic()
         self._write_slot(
-            replace(self._slot, state=_S_CLOSED, streak=breaker._local_streak, last_failure_at=now)
+            replace(
+                self._slot,
+                state=_S_CLOSED,
+                streak=min(breaker._local_streak, 0xFFFF),  # an unsigned short on file
+                last_failure_at=now,
+            )
         )
         host = self._host()
         if host.state == _HOST_OPEN and self._in_outage(host, now, count_self=False):

@@ -280,6 +280,14 @@ def _seconds(key: str, value: object, high: float) -> float:
     return number
 
 
+def _seconds_between(key: str, value: object, low: float, high: float) -> float:
+    """Seconds from ``low`` to ``high``, both allowed (0 included where ``low`` is 0)."""
+    number = _number(key, value)
+    if not low <= number <= high:
+        raise ConfigurationError(key, value, f"seconds from {low:g} to {high:g}")
+    return number
+
+
 def _bool(key: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -346,12 +354,12 @@ def _host_sharing(raw: object) -> HostSharingConfig:
             'an absolute path such as "/run/user/1000/tasker-resilience", or "" for the '
             "default ($XDG_RUNTIME_DIR, else /dev/shm)",
         )
-    interval_value = table.get("poll_interval_seconds", defaults.poll_interval_seconds)
-    interval = _number(f"{key}.poll_interval_seconds", interval_value)
-    if not 0.001 <= interval <= 1.0:
-        raise ConfigurationError(
-            f"{key}.poll_interval_seconds", interval_value, "seconds from 0.001 to 1"
-        )
+    interval = _seconds_between(
+        f"{key}.poll_interval_seconds",
+        table.get("poll_interval_seconds", defaults.poll_interval_seconds),
+        0.001,
+        1.0,
+    )
     scope_value = table.get("scope", defaults.scope)
     if not isinstance(scope_value, str) or len(scope_value) > 200 or not scope_value.isprintable():
         raise ConfigurationError(
@@ -516,12 +524,12 @@ def _near(raw: object) -> NearConfig:
         ("enabled", "max_entries", "ttl_seconds", "stale_if_error_seconds", "tracking"),
     )
     defaults = NearConfig()
-    stale_value = table.get("stale_if_error_seconds", defaults.stale_if_error_seconds)
-    stale = _number(f"{key}.stale_if_error_seconds", stale_value)
-    if not 0 <= stale <= 86_400:
-        raise ConfigurationError(
-            f"{key}.stale_if_error_seconds", stale_value, "seconds from 0 to 86400"
-        )
+    stale = _seconds_between(
+        f"{key}.stale_if_error_seconds",
+        table.get("stale_if_error_seconds", defaults.stale_if_error_seconds),
+        0,
+        86_400,
+    )
     tracking_value = table.get("tracking", defaults.tracking)
     tracking = _text(f"{key}.tracking", tracking_value).lower()
     if tracking not in NEAR_TRACKING_MODES:

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -250,6 +250,18 @@ def _drill(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_UNHEALTHY
 
 
+def _comparison_drill(flag: str, args: argparse.Namespace) -> Callable[[str], None]:
+    """Logging for a drill that compares two runs (``--near``, ``--workers``), and the
+    function that prints its progress lines (none with ``--quiet``)."""
+    logging.getLogger("tasker_resilience").setLevel(logging.INFO if args.verbose else logging.ERROR)
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[drill {flag}] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def _near_drill(args: argparse.Namespace) -> int:
     from tasker_resilience._operations.drill.near_load import format_origin_loads, run_near_drill
 
@@ -260,12 +272,7 @@ def _near_drill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    logging.getLogger("tasker_resilience").setLevel(logging.INFO if args.verbose else logging.ERROR)
-
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(f"[drill --near] {message}", file=sys.stderr, flush=True)
-
+    say = _comparison_drill("--near", args)
     loads = run_near_drill(
         server_binary=args.server_binary,
         rate=args.rate,
@@ -296,12 +303,7 @@ def _workers_drill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    logging.getLogger("tasker_resilience").setLevel(logging.INFO if args.verbose else logging.ERROR)
-
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(f"[drill --workers] {message}", file=sys.stderr, flush=True)
-
+    say = _comparison_drill("--workers", args)
     runs = run_fleet_drill(
         FleetSetup(workers=args.workers, outage=args.outage),
         server_binary=args.server_binary,

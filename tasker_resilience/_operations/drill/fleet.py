@@ -387,21 +387,10 @@ def run_fleet_drill(
     """``tasker-resilience drill --workers N``: the same outage on one private server,
     without host sharing and then with it. The run without sharing watches the
     recovery for a whole open period (that is how long it may take)."""
-    from tasker_resilience._operations.drill.local_server import (
-        LocalServer,
-        ServerStartError,
-        find_server_binary,
-    )
-    from tasker_resilience._operations.drill.targets import DrillError
+    from tasker_resilience._operations.drill.local_server import LocalServer, ServerStartError
+    from tasker_resilience._operations.drill.targets import DrillError, private_server_binary
 
-    if server_binary is None:
-        found = find_server_binary()
-        if found is None:
-            raise DrillError(
-                "--workers freezes a private server: install dragonfly, redis-server or "
-                "valkey-server, or pass --server-binary"
-            )
-        server_binary = found[1]
+    server_binary = private_server_binary("--workers", server_binary)
     runs: list[FleetRun] = []
     try:
         with LocalServer(server_binary) as server, tempfile.TemporaryDirectory() as base:
