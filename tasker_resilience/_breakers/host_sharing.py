@@ -48,13 +48,14 @@ Records carry an epoch, the writer's pid and monotonic timestamps (``CLOCK_MONOT
 is one clock for every process of the machine). A record older than a process's own
 last transition is ignored; a slot whose heartbeat stopped (a dead, hung or stopped
 process) counts for nothing; a host record whose openers are all gone is an outage
-that ended. No lock is held across I/O and none is ever waited for: a busy lock skips
-the update (the next call retries), and a lock busy for a whole second (its holder was
-stopped mid-update) switches sharing off. A missing or full directory, a wrong owner or
-mode, a corrupt record or any unexpected error switches sharing off for that breaker
-with one WARNING: it goes on deciding alone, as without sharing. Nothing here raises to
-a caller. The closed fast path of the breaker does not consult the channel at all: a
-poller thread (one per process) brings the news.
+that ended. No lock is held across I/O and a call never waits for one: a busy lock
+skips the update (the next call retries), and a lock busy for a whole second (its
+holder was stopped mid-update) switches sharing off. Only joining the scope (at
+start-up, or in a forked child) waits for the lock, at most 0.5 s. A missing or full
+directory, a wrong owner or mode, a corrupt record or any unexpected error switches
+sharing off for that breaker with one WARNING: it goes on deciding alone, as without
+sharing. Nothing here raises to a caller. The closed fast path of the breaker does not
+consult the channel at all: a poller thread (one per process) brings the news.
 """
 
 from __future__ import annotations
@@ -340,15 +341,19 @@ class HostChannel:
                 raise ChannelError(f"{self.path} stayed locked while being created")
             if os.fstat(self._fd).st_size == _SIZE:
                 return  # another process finished it first
-            try:
-                # Reserved now: writing into a hole of a full tmpfs would be SIGBUS.
-                os.posix_fallocate(self._fd, 0, _SIZE)
-            except OSError as exc:
-                raise ChannelError(
-                    f"cannot size {self.path}: {exc.strerror or exc} (directory full?)"
-                ) from None
             header = _record(_FILE.pack(_MAGIC, _VERSION, SLOTS, _RECORD, self._digest))
-            os.pwrite(self._fd, header, 0)
+            content = header + bytes(_SIZE - len(header))
+            try:
+                # Every byte written now, not a sparse file: a store into a hole of a
+                # full tmpfs through the mapping would kill the process (SIGBUS).
+                written = os.pwrite(self._fd, content, 0)
+            except OSError as exc:
+                written, reason = 0, exc.strerror or str(exc)
+            else:
+                reason = "short write"
+            if written != _SIZE:
+                os.ftruncate(self._fd, 0)  # leave no half-made file behind
+                raise ChannelError(f"cannot size {self.path}: {reason} (directory full?)")
 
     def _check_header(self) -> None:
         header = self._read(0)
@@ -845,8 +850,8 @@ class HostSharing:
                     digest,
                     self.config.poll_interval_seconds,
                 )
-            except (ChannelError, OSError) as exc:
-                reason = str(exc)
+            except Exception as exc:  # never raised to configure(): decide alone instead
+                reason = str(exc) if isinstance(exc, (ChannelError, OSError)) else repr(exc)
                 if self._directory is None:
                     if self._refused is not None:
                         return None  # the directory was refused already: said once
