@@ -527,8 +527,8 @@ def _run_child(directory: str, body: str, timeout: float = 60) -> dict[str, Any]
 
 def test_fork_children_share_with_their_parent_and_fork_cleanly(directory: str) -> None:
     """The parent configured before forking (gunicorn --preload, celery prefork): each
-    child takes a slot of its own, hears the parent, and Python 3.12+ sees no thread at
-    the fork (the poller stops around it), so it does not warn."""
+    child takes a slot of its own and hears the parent (the poller thread stops around
+    the fork, so the child inherits no lock it held, and starts again in both)."""
     result = _run_child(
         directory,
         """

@@ -876,9 +876,9 @@ class _Poller:
     """One daemon thread per process that brings every live channel up to date.
 
     It is stopped before a fork and started again after it, in the parent and in the
-    child: the child never inherits a lock the thread held (a breaker's, mid-poll), and
-    a process that forks its workers (gunicorn ``--preload``, celery prefork) is a
-    single-threaded process at that moment, as Python 3.12+ asks of a fork.
+    child: the child never inherits a lock the thread held (a breaker's, mid-poll).
+    (Python 3.12 then sees a single-threaded process at the fork; 3.13 counts threads
+    after the parent's fork handlers, where the poller is running again, and warns.)
     """
 
     def __init__(self) -> None:
@@ -919,7 +919,9 @@ class _Poller:
             thread, self._thread = self._thread, None
             self._stop.set()
         if thread is not None and thread is not threading.current_thread():
+            native_id = thread.native_id
             thread.join()
+            _wait_until_gone(native_id)
 
     def after_fork_in_parent(self) -> None:
         with self._lock:
@@ -939,6 +941,15 @@ class _Poller:
     def close_all(self) -> None:
         for channel in list(self._channels):
             channel.close()
+
+
+def _wait_until_gone(native_id: int | None) -> None:
+    """``join()`` returns just before the OS thread has exited, and a fork counts OS
+    threads (``/proc/self/task`` on Linux): wait for it to be gone, 50 ms at most."""
+    task = f"/proc/self/task/{native_id}"
+    deadline = time.monotonic() + 0.05
+    while native_id is not None and os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 _POLLER = _Poller()
