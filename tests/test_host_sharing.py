@@ -27,12 +27,8 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience._breakers.breaker import Breaker
-from tasker_resilience._breakers.host_sharing import (
-    SHARING_LOGGER,
-    HostSharing,
-    default_directory,
-    settings_scope,
-)
+from tasker_resilience._breakers.host_file import default_directory
+from tasker_resilience._breakers.host_sharing import SHARING_LOGGER, HostSharing, settings_scope
 from tasker_resilience._config.schema import BreakerConfig, HostSharingConfig
 from tasker_resilience._operations.metrics import private_registry, render_metrics
 
@@ -534,7 +530,6 @@ def test_fork_children_share_with_their_parent_and_fork_cleanly(directory: str) 
         """
         parent = breaker()
         read, write = os.pipe()
-        go_read, go_write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
@@ -542,9 +537,10 @@ def test_fork_children_share_with_their_parent_and_fork_cleanly(directory: str) 
             os.write(write, json.dumps({
                 "suspect": parent._suspect,
                 "pid": os.getpid(),
-                "slot_pid": parent._host._slot.pid,
+                "slot_pid": parent._host._file.slot.pid,
             }).encode())
             os._exit(0)
+        os.close(write)  # a child that dies gives EOF, not a hang
         time.sleep(0.3)
         for _ in range(5):
             g = parent._acquire(); parent._release(g, OSError("down"))

@@ -6,19 +6,15 @@ calls before all are open, and each waits out its own open period, so the host p
 W times per period at about the same moment and resumes using the backend up to a whole
 period after it is back.
 
-The channel is one small file per scope, mapped into every process (``mmap``), in a
-private per-user directory (``$XDG_RUNTIME_DIR/tasker-resilience``, else
-``/dev/shm/tasker-resilience-<uid>``): never the network, never the guarded backend.
-A scope is the user, the settings' identity (key prefix, backend name and URL without
-its password, hashed) and the breaker's name, so two services on one host never mix.
-
-The file holds fixed-size records of 64 bytes, each with a CRC32:
-
-- the *host record* (written under a non-blocking ``lockf`` on byte 0, by whoever
-  changes it): the outage's ``epoch``, whether the host is open, who opened it first
-  and when, who closed it, and the host's probe schedule (``next_probe_at``);
-- one *slot* per process (written only by its owner, so without a lock): pid, state,
-  failure streak, the epoch it joined, its last failure and a heartbeat.
+The channel is one small file per scope, mapped into every process, in a private
+per-user directory (``$XDG_RUNTIME_DIR/tasker-resilience``, else
+``/dev/shm/tasker-resilience-<uid>``): never the network, never the guarded backend
+(:mod:`~tasker_resilience._breakers.host_file` keeps its bytes). A scope is the user,
+the settings' identity (key prefix, backend name and URL without its password, hashed)
+and the breaker's name, so two services on one host never mix. The file holds a *host
+record* (the outage's epoch, who opened it first and when, who closed it, the host's
+probe schedule), changed under a lock nobody waits for, and one *slot* per process
+(its state, failure streak, the outage it is in, a heartbeat), written by its owner.
 
 What a process does with what it reads (the decisions; see the caching guide, "Host
 sharing", for why):
@@ -62,35 +58,40 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import logging
-import mmap
 import os
-import stat
-import struct
 import threading
 import time
 import weakref
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import astuple, dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Final, Protocol
 
+from tasker_resilience._breakers.host_file import (
+    HOST_CLOSED,
+    HOST_OPEN,
+    SLOT_CLOSED,
+    SLOT_HALF_OPEN,
+    SLOT_OPEN,
+    ChannelError,
+    HostRecord,
+    SharedFile,
+    SlotRecord,
+    channel_file,
+    default_directory,
+    private_directory,
+    reset_file_locks,
+)
 from tasker_resilience._breakers.states import CLOSED, HALF_OPEN, OPEN, StateName
 from tasker_resilience._config.redact import redact_url
 from tasker_resilience._config.schema import BreakerConfig, HostSharingConfig
 
-try:  # POSIX only; elsewhere sharing is refused with one WARNING
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]  # checked before use
-
 __all__ = [
     "EVIDENCE_SECONDS",
+    "SHARING_LOGGER",
     "HostChannel",
     "HostSharing",
-    "default_directory",
     "settings_scope",
 ]
 
@@ -98,35 +99,9 @@ SHARING_LOGGER = logging.getLogger("tasker_resilience.breaker.host_sharing")
 
 EVIDENCE_SECONDS: Final = 1.0
 """How recent another process's failure must be to count towards the host's streak."""
-SLOTS: Final = 128
-"""Processes per scope; one more falls back to deciding alone (one WARNING)."""
-_RECORD: Final = 64
-_BODY: Final = _RECORD - 4  # the last 4 bytes of a record are the CRC32 of the first 60
-_MAGIC: Final = b"TRHOST\x00\x01"
-_VERSION: Final = 1
-_HOST_AT: Final = _RECORD  # record 0: the file header; 1: the host; 2...: slots
-_SLOTS_AT: Final = 2 * _RECORD
-_SIZE: Final = _SLOTS_AT + SLOTS * _RECORD
 _HEARTBEAT_SECONDS: Final = 0.25
-_STALE_SECONDS: Final = 2.0
-"""A slot whose heartbeat is older than this belongs to a dead, hung or stopped process."""
 _LOCK_WEDGED_SECONDS: Final = 1.0
-_READ_TRIES: Final = 3
-
-_FILE = struct.Struct("<8sHHH16s")
-_HOST = struct.Struct("<QBxHIIIdddd")
-_SLOT = struct.Struct("<IBxHQddd")
-
-_HOST_CLOSED: Final = 0
-_HOST_OPEN: Final = 1
-# Slot states.
-_S_EMPTY, _S_CLOSED, _S_OPEN, _S_HALF_OPEN = 0, 1, 2, 3
-_SLOT_STATE = {CLOSED: _S_CLOSED, OPEN: _S_OPEN, HALF_OPEN: _S_HALF_OPEN}
-_SLOT_NAMES = {_S_CLOSED: CLOSED, _S_OPEN: OPEN, _S_HALF_OPEN: HALF_OPEN}
-
-
-class ChannelError(Exception):
-    """The channel cannot be used (the message says why); sharing is switched off."""
+_SLOT_STATE = {CLOSED: SLOT_CLOSED, OPEN: SLOT_OPEN, HALF_OPEN: SLOT_HALF_OPEN}
 
 
 class _SharedBreaker(Protocol):
@@ -151,102 +126,6 @@ class _SharedBreaker(Protocol):
     def _enter_suspect(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class _Host:
-    epoch: int = 0
-    state: int = _HOST_CLOSED
-    used: int = 0
-    """High-water mark of slots ever claimed: readers scan no further."""
-    opened_by: int = 0
-    closed_by: int = 0
-    probes: int = 0
-    opened_at: float = 0.0
-    opened_wall: float = 0.0
-    closed_at: float = 0.0
-    next_probe_at: float = 0.0
-
-    def pack(self) -> bytes:
-        return _HOST.pack(*astuple(self))  # the fields in _HOST's order
-
-
-@dataclass(frozen=True)
-class _Slot:
-    pid: int = 0
-    state: int = _S_EMPTY
-    streak: int = 0
-    epoch: int = 0
-    last_failure_at: float = 0.0
-    heartbeat_at: float = 0.0
-    changed_at: float = 0.0
-
-    def pack(self) -> bytes:
-        return _SLOT.pack(*astuple(self))  # the fields in _SLOT's order
-
-    def live(self, now: float) -> bool:
-        """A process that is there: it beats, and (same pid namespace) it exists."""
-        if self.state == _S_EMPTY or self.pid <= 0 or now - self.heartbeat_at > _STALE_SECONDS:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except OSError:
-            pass  # EPERM: somebody's process; trust the heartbeat
-        return True
-
-
-def _record(body: bytes) -> bytes:
-    padded = body.ljust(_BODY, b"\x00")
-    return padded + struct.pack("<I", zlib.crc32(padded))
-
-
-def _valid(record: bytes) -> bool:
-    if record == bytes(_RECORD):
-        return True  # never written: an empty slot, a host that never opened
-    stored: int = struct.unpack_from("<I", record, _BODY)[0]
-    return zlib.crc32(record[:_BODY]) == stored
-
-
-# --- where the files live -------------------------------------------------------------
-
-
-def default_directory() -> str | None:
-    """``$XDG_RUNTIME_DIR/tasker-resilience``, else ``/dev/shm/tasker-resilience-<uid>``,
-    else None (nowhere private and memory-backed to put the channel)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime.startswith("/") and os.path.isdir(runtime):
-        return os.path.join(runtime, "tasker-resilience")
-    if os.path.isdir("/dev/shm"):
-        return f"/dev/shm/tasker-resilience-{os.geteuid()}"
-    return None
-
-
-def _check_private(path: str, info: os.stat_result, kind: str) -> None:
-    uid = os.geteuid()
-    if info.st_uid != uid:
-        raise ChannelError(f"{kind} {path} belongs to uid {info.st_uid}, not to uid {uid}")
-    if info.st_mode & 0o077:
-        raise ChannelError(
-            f"{kind} {path} has mode {stat.S_IMODE(info.st_mode):04o}; only its owner "
-            f"may read or write it ({'0700' if kind == 'directory' else '0600'})"
-        )
-
-
-def _private_directory(path: str) -> str:
-    """``path``, created 0700 if missing (its parent must exist), checked otherwise."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ChannelError(f"cannot create directory {path}: {exc.strerror or exc}") from None
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise ChannelError(f"{path} is not a directory (a symlink or a file)")
-    _check_private(path, info, "directory")
-    return path
-
-
 def settings_scope(key_prefix: str, backend: str, url: str, explicit: str = "") -> str:
     """Which processes share: ``explicit`` (``host_sharing.scope``) when set, else the
     settings' identity: key prefix, backend name and its URL with the password masked
@@ -254,31 +133,6 @@ def settings_scope(key_prefix: str, backend: str, url: str, explicit: str = "") 
     if explicit:
         return "scope\x00" + explicit
     return "\x00".join(("settings", key_prefix, backend, redact_url(url)))
-
-
-def _scope_digest(scope: str, name: str) -> bytes:
-    text = "\x00".join((str(os.geteuid()), scope, name))
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
-
-
-# --- the channel of one breaker --------------------------------------------------------
-
-# One lock per file per process: POSIX record locks exclude processes, not the threads
-# (or the several channels of tests) of one process.
-_FILE_LOCKS: dict[str, threading.Lock] = {}
-_FILE_LOCKS_GUARD = threading.Lock()
-
-
-def _thread_lock(path: str) -> threading.Lock:
-    with _FILE_LOCKS_GUARD:
-        return _FILE_LOCKS.setdefault(path, threading.Lock())
-
-
-def _reset_file_locks() -> None:
-    """In a forked child: a lock another thread of the parent held stays held forever."""
-    global _FILE_LOCKS_GUARD
-    _FILE_LOCKS_GUARD = threading.Lock()
-    _FILE_LOCKS.clear()
 
 
 class HostChannel:
@@ -291,110 +145,13 @@ class HostChannel:
         self.poll_interval = poll_interval
         self.alive = True
         self.reason: str | None = None
-        self._digest = digest
+        self._file = SharedFile(path, digest)
         self._breaker: weakref.ReferenceType[_SharedBreaker] | None = None
-        self._fd = -1
-        self._mm: mmap.mmap | None = None
-        self._slot_at = 0
-        self._slot = _Slot()
-        self._pid = os.getpid()
-        self._seen: tuple[int, int] = (0, _HOST_CLOSED)
+        self._seen: tuple[int, int] = (0, HOST_CLOSED)
         self._last_raw = b""
         self._changed_at = 0.0  # this process's own last transition (monotonic)
-        self._next_beat = 0.0
+        self._next_beat = time.monotonic() + _HEARTBEAT_SECONDS
         self._lock_busy_since: float | None = None
-        self._open()
-
-    # --- opening, closing, forking ------------------------------------------------------
-
-    def _open(self) -> None:
-        if fcntl is None:  # pragma: no cover - Windows
-            raise ChannelError("no POSIX file locks on this platform")
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-        try:
-            fd = os.open(self.path, flags, 0o600)
-        except OSError as exc:
-            raise ChannelError(f"cannot open {self.path}: {exc.strerror or exc}") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ChannelError(f"{self.path} is not a regular file")
-            _check_private(self.path, info, "file")
-            self._fd = fd
-            self._initialise(info.st_size)
-            self._mm = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            self._check_header()
-            self._claim_slot()
-        except BaseException:
-            self._fd = -1
-            os.close(fd)
-            raise
-
-    def _initialise(self, size: int) -> None:
-        """Size and write the file header once; whoever holds the lock first does it."""
-        if size == _SIZE:
-            return
-        if size not in (0, _SIZE):
-            raise ChannelError(f"{self.path} has {size} bytes, not {_SIZE}: not a channel file")
-        with self._locked(wait=0.5) as locked:
-            if not locked:
-                raise ChannelError(f"{self.path} stayed locked while being created")
-            if os.fstat(self._fd).st_size == _SIZE:
-                return  # another process finished it first
-            header = _record(_FILE.pack(_MAGIC, _VERSION, SLOTS, _RECORD, self._digest))
-            content = header + bytes(_SIZE - len(header))
-            try:
-                # Every byte written now, not a sparse file: a store into a hole of a
-                # full tmpfs through the mapping would kill the process (SIGBUS).
-                written = os.pwrite(self._fd, content, 0)
-            except OSError as exc:
-                written, reason = 0, exc.strerror or str(exc)
-            else:
-                reason = "short write"
-            if written != _SIZE:
-                os.ftruncate(self._fd, 0)  # leave no half-made file behind
-                raise ChannelError(f"cannot size {self.path}: {reason} (directory full?)")
-
-    def _check_header(self) -> None:
-        header = self._read(0)
-        magic, version, slots, size, digest = _FILE.unpack_from(header)
-        if (magic, version, slots, size) != (_MAGIC, _VERSION, SLOTS, _RECORD):
-            raise ChannelError(f"{self.path} is not a version {_VERSION} channel file")
-        if digest != self._digest:
-            raise ChannelError(f"{self.path} belongs to another scope")
-
-    def _claim_slot(self, wait: float = 0.5) -> bool:
-        """Take a free slot (never used, or its process gone), keeping this process's
-        own fields (a forked child starts with its parent's state). False: the lock was
-        busy and ``wait`` is 0 (try again later)."""
-        now = time.monotonic()
-        with self._locked(wait=wait) as locked:
-            if not locked:
-                if not wait:
-                    return False
-                raise ChannelError(f"{self.path} stayed locked while joining")
-            host = self._host()
-            for index in range(SLOTS):
-                at = _SLOTS_AT + index * _RECORD
-                if index >= host.used or not self._slot_at_(at).live(now):
-                    break
-            else:
-                raise ChannelError(f"all {SLOTS} process slots of {self.path} are in use")
-            self._slot_at = at
-            self._pid = os.getpid()
-            self._write_slot(
-                replace(
-                    self._slot,
-                    pid=self._pid,
-                    state=self._slot.state or _S_CLOSED,
-                    heartbeat_at=now,
-                    changed_at=now,
-                )
-            )
-            if index >= host.used:
-                self._write_host(replace(host, used=index + 1))
-        self._next_beat = now + _HEARTBEAT_SECONDS
-        return True
 
     def attach(self, breaker: _SharedBreaker) -> None:
         self._breaker = weakref.ref(breaker)
@@ -406,91 +163,18 @@ class HostChannel:
             return
         self.alive = False
         self.reason = "closed"
-        with contextlib.suppress(Exception):
-            self._write_slot(_Slot())
-        self._release()
-
-    def _release(self) -> None:
-        mm, self._mm = self._mm, None
-        if mm is not None:
-            with contextlib.suppress(Exception):
-                mm.close()
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._file.close()
 
     def _after_fork(self) -> None:
         """In a forked child: the mapping is shared, the slot is the parent's. Take one."""
         if not self.alive:
             return
         try:
-            self._claim_slot()
+            self._file.claim_slot(wait=0.5)
         except Exception as exc:
             self._fail(f"the forked process could not join: {exc}")
 
-    # --- reading and writing records ----------------------------------------------------
-
-    def _read(self, at: int) -> bytes:
-        mm = self._mm
-        if mm is None:
-            raise ChannelError("closed")
-        for _ in range(_READ_TRIES):
-            record = mm[at : at + _RECORD]
-            if _valid(record):
-                return record
-            # A torn read: the writer (another process) was mid-copy. Read again.
-        raise ChannelError(f"corrupt record at byte {at} of {self.path}")
-
-    def _host(self) -> _Host:
-        return _Host(*_HOST.unpack_from(self._read(_HOST_AT)))
-
-    def _slot_at_(self, at: int) -> _Slot:
-        return _Slot(*_SLOT.unpack_from(self._read(at)))
-
-    def _slots(self, used: int, *, others: bool = False) -> Iterator[_Slot]:
-        """The slots ever used; ``others``: all but this channel's own."""
-        for index in range(min(used, SLOTS)):
-            at = _SLOTS_AT + index * _RECORD
-            if not (others and at == self._slot_at):
-                yield self._slot_at_(at)
-
-    def _write_host(self, host: _Host) -> None:
-        """Only under :meth:`_locked`."""
-        mm = self._mm
-        if mm is None:
-            raise ChannelError("closed")
-        mm[_HOST_AT : _HOST_AT + _RECORD] = _record(host.pack())
-
-    def _write_slot(self, slot: _Slot | None = None) -> None:
-        """This process's own slot: it is the only writer, so no lock."""
-        if slot is not None:
-            self._slot = slot
-        mm = self._mm
-        if mm is None:
-            raise ChannelError("closed")
-        mm[self._slot_at : self._slot_at + _RECORD] = _record(self._slot.pack())
-
-    @contextlib.contextmanager
-    def _locked(self, wait: float = 0.0) -> Iterator[bool]:
-        """The host record's lock, never waited for (``wait`` only at start-up): yields
-        False when another process holds it. Held for a few memory writes, no I/O."""
-        assert fcntl is not None
-        with _thread_lock(self.path):
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-                    break
-                except OSError:
-                    if time.monotonic() >= deadline:
-                        yield False
-                        return
-                    time.sleep(0.001)
-            try:
-                yield True
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+    # --- the lock's health ------------------------------------------------------------
 
     def _busy(self, now: float) -> None:
         """The lock was busy: fine once, a failure if it stays busy (its holder stopped)."""
@@ -501,23 +185,25 @@ class HostChannel:
 
     # --- what the host looks like ---------------------------------------------------------
 
-    def _in_outage(self, host: _Host, now: float, *, count_self: bool = True) -> int:
+    def _in_outage(self, host: HostRecord, now: float, *, count_self: bool = True) -> int:
         """The live processes open (or probing) in the host's current outage; 0 when
         the host is closed or every process that was open in it is gone."""
-        if host.state != _HOST_OPEN:
+        if host.state != HOST_OPEN:
             return 0
         return sum(
             1
-            for slot in self._slots(host.used, others=not count_self)
-            if slot.epoch == host.epoch and slot.state in (_S_OPEN, _S_HALF_OPEN) and slot.live(now)
+            for slot in self._file.slots(host.used, others=not count_self)
+            if slot.epoch == host.epoch
+            and slot.state in (SLOT_OPEN, SLOT_HALF_OPEN)
+            and slot.live(now)
         )
 
     def _host_streak(self, now: float) -> int:
-        host = self._host()
+        host = self._file.host()
         return sum(
             slot.streak
-            for slot in self._slots(host.used)
-            if slot.state == _S_CLOSED
+            for slot in self._file.slots(host.used)
+            if slot.state == SLOT_CLOSED
             and slot.streak
             and now - slot.last_failure_at <= EVIDENCE_SECONDS
             and slot.live(now)
@@ -549,18 +235,20 @@ class HostChannel:
             return
         if state == CLOSED and previous != CLOSED:
             self._publish_close(now)
-        self._write_slot(
-            replace(self._slot, state=_SLOT_STATE.get(state, _S_CLOSED), streak=0, changed_at=now)
+        self._file.write_slot(
+            replace(
+                self._file.slot, state=_SLOT_STATE.get(state, SLOT_CLOSED), streak=0, changed_at=now
+            )
         )
 
     def _join(self, breaker: _SharedBreaker, now: float, *, trip: bool) -> None:
         """An open ``breaker``: join the host's outage, or start one if ``trip``, and
         take the host's probe schedule; else it stays on its own schedule."""
         host, joined = self._open_in_host(breaker, now, trip=trip)
-        self._write_slot(
+        self._file.write_slot(
             replace(
-                self._slot,
-                state=_S_OPEN,
+                self._file.slot,
+                state=SLOT_OPEN,
                 streak=0,
                 epoch=host.epoch if joined else 0,
                 changed_at=now,
@@ -572,50 +260,50 @@ class HostChannel:
 
     def _open_in_host(
         self, breaker: _SharedBreaker, now: float, *, trip: bool
-    ) -> tuple[_Host, bool]:
+    ) -> tuple[HostRecord, bool]:
         """The host record as left, and whether this process is in its outage."""
-        with self._locked() as locked:
-            host = self._host()
+        with self._file.locked() as locked:
+            host = self._file.host()
             if not locked:
                 self._busy(now)  # the poller joins later (the host record still says open)
                 return host, False
             self._lock_busy_since = None
             others = self._in_outage(host, now, count_self=False)
             timeout = breaker.config.timeout_seconds
-            if host.state == _HOST_OPEN and (others or self._slot.epoch == host.epoch):
+            if host.state == HOST_OPEN and (others or self._file.slot.epoch == host.epoch):
                 if not host.probes:
                     # Nobody probed yet: the first probe comes timeout / W after the
                     # opening, W counting this process too.
                     first = host.opened_at + timeout / (others + 1)
                     if first < host.next_probe_at:
                         host = replace(host, next_probe_at=max(first, now))
-                        self._write_host(host)
+                        self._file.write_host(host)
                 return host, True
             if not trip:
                 return host, False
             host = replace(
                 host,
                 epoch=host.epoch + 1,
-                state=_HOST_OPEN,
-                opened_by=self._pid,
+                state=HOST_OPEN,
+                opened_by=self._file.pid,
                 opened_at=now,
                 opened_wall=time.time(),
                 probes=0,
                 next_probe_at=now + timeout,
             )
-            self._write_host(host)
+            self._file.write_host(host)
             return host, True
 
     def _publish_close(self, now: float) -> None:
-        with self._locked() as locked:
+        with self._file.locked() as locked:
             if not locked:
                 self._busy(now)
                 return
             self._lock_busy_since = None
-            host = self._host()
-            if host.state == _HOST_OPEN:
-                host = replace(host, state=_HOST_CLOSED, closed_by=self._pid, closed_at=now)
-                self._write_host(host)
+            host = self._file.host()
+            if host.state == HOST_OPEN:
+                host = replace(host, state=HOST_CLOSED, closed_by=self._file.pid, closed_at=now)
+                self._file.write_host(host)
             self._seen = (host.epoch, host.state)
 
     def _probe_by(self, breaker: _SharedBreaker, at: float, now: float) -> None:
@@ -633,23 +321,25 @@ class HostChannel:
 
     def _may_probe(self, breaker: _SharedBreaker) -> bool:
         now = time.monotonic()
-        host = self._host()
-        if host.state != _HOST_OPEN or self._slot.epoch != host.epoch:
+        host = self._file.host()
+        if host.state != HOST_OPEN or self._file.slot.epoch != host.epoch:
             return True  # not in a host outage: this process's own schedule
-        with self._locked() as locked:
+        with self._file.locked() as locked:
             if not locked:
                 self._busy(now)
                 breaker._retry_at = breaker._clock() + self.poll_interval
                 return False
             self._lock_busy_since = None
-            host = self._host()
-            if host.state != _HOST_OPEN:
+            host = self._file.host()
+            if host.state != HOST_OPEN:
                 return True
             if now + 0.001 < host.next_probe_at:
                 breaker._retry_at = breaker._clock() + (host.next_probe_at - now)
                 return False
             spacing = breaker.config.timeout_seconds / max(1, self._in_outage(host, now))
-            self._write_host(replace(host, next_probe_at=now + spacing, probes=host.probes + 1))
+            self._file.write_host(
+                replace(host, next_probe_at=now + spacing, probes=host.probes + 1)
+            )
             return True
 
     def failed(self, breaker: _SharedBreaker) -> bool:
@@ -659,23 +349,23 @@ class HostChannel:
 
     def _failed(self, breaker: _SharedBreaker) -> bool:
         now = time.monotonic()
-        self._write_slot(
+        self._file.write_slot(
             replace(
-                self._slot,
-                state=_S_CLOSED,
+                self._file.slot,
+                state=SLOT_CLOSED,
                 streak=min(breaker._local_streak, 0xFFFF),  # an unsigned short on file
                 last_failure_at=now,
             )
         )
-        host = self._host()
-        if host.state == _HOST_OPEN and self._in_outage(host, now, count_self=False):
+        host = self._file.host()
+        if host.state == HOST_OPEN and self._in_outage(host, now, count_self=False):
             return True
         return self._host_streak(now) >= breaker.config.failure_threshold
 
     def recovered(self, breaker: _SharedBreaker) -> None:
         """A success ended this process's failure streak."""
-        if self._slot.streak:
-            self._guarded(lambda: self._write_slot(replace(self._slot, streak=0)), None)
+        if self._file.slot.streak:
+            self._guarded(lambda: self._file.write_slot(replace(self._file.slot, streak=0)), None)
 
     # --- the poller: what the others did --------------------------------------------------
 
@@ -690,45 +380,42 @@ class HostChannel:
         self._guarded(lambda: self._poll(breaker), None)
 
     def _poll(self, breaker: _SharedBreaker) -> None:
-        mm = self._mm
-        if mm is None:
-            return
         now = time.monotonic()
         beat = now >= self._next_beat
-        if not beat and mm[_HOST_AT : _HOST_AT + _RECORD] == self._last_raw:
+        if not beat and self._file.host_bytes() == self._last_raw:
             return  # nothing new: the common case, one 64-byte compare
         # Under the breaker's lock, as the hooks are: the slot and what this process
         # has seen change in one place at a time.
         with breaker._lock:
             if beat:
                 self._beat(now)
-            raw = mm[_HOST_AT : _HOST_AT + _RECORD]
+            raw = self._file.host_bytes()
             if raw != self._last_raw:
-                host = self._host()
+                host = self._file.host()
                 self._last_raw = raw
                 self._apply(breaker, host, now)
 
     def _beat(self, now: float) -> None:
-        if self._slot_at_(self._slot_at).pid != self._pid:
+        if not self._file.owns_slot():
             # Taken over while this process looked dead (stopped for seconds): rejoin,
             # without waiting for the lock (the breaker's lock is held here).
-            self._claim_slot(wait=0.0)
+            self._file.claim_slot(wait=0.0)
             return
-        self._write_slot(replace(self._slot, heartbeat_at=now))
+        self._file.write_slot(replace(self._file.slot, heartbeat_at=now))
         self._next_beat = now + _HEARTBEAT_SECONDS
 
-    def _apply(self, breaker: _SharedBreaker, host: _Host, now: float) -> None:
+    def _apply(self, breaker: _SharedBreaker, host: HostRecord, now: float) -> None:
         """React to the host record (holding the breaker's lock)."""
         if not breaker.enabled:
             return
         state = breaker._state
         news = (host.epoch, host.state) != self._seen
         self._seen = (host.epoch, host.state)
-        if host.state == _HOST_OPEN:
+        if host.state == HOST_OPEN:
             if not self._in_outage(host, now):
                 return  # everybody who was open in it is gone: an outage that ended
             if state == OPEN:
-                if self._slot.epoch != host.epoch:
+                if self._file.slot.epoch != host.epoch:
                     self._join(breaker, now, trip=False)  # a host outage began meanwhile
                 else:
                     self._probe_by(breaker, host.next_probe_at, now)
@@ -758,13 +445,13 @@ class HostChannel:
             return {"shared": False, "reason": self.reason}
         try:
             now = time.monotonic()
-            host = self._host()
-            slots = [slot for slot in self._slots(host.used) if slot.live(now)]
+            host = self._file.host()
+            slots = [slot for slot in self._file.slots(host.used) if slot.live(now)]
         except Exception as exc:
             self._fail(str(exc) if isinstance(exc, ChannelError) else repr(exc))
             return {"shared": False, "reason": self.reason}
-        is_open = host.state == _HOST_OPEN and any(
-            slot.epoch == host.epoch and slot.state in (_S_OPEN, _S_HALF_OPEN) for slot in slots
+        is_open = host.state == HOST_OPEN and any(
+            slot.epoch == host.epoch and slot.state in (SLOT_OPEN, SLOT_HALF_OPEN) for slot in slots
         )
         return {
             "shared": True,
@@ -778,11 +465,11 @@ class HostChannel:
             ),
             "closed_by": host.closed_by or None,
             "processes": len(slots),
-            "open_processes": sum(1 for slot in slots if slot.state == _S_OPEN),
-            "probing_processes": sum(1 for slot in slots if slot.state == _S_HALF_OPEN),
+            "open_processes": sum(1 for slot in slots if slot.state == SLOT_OPEN),
+            "probing_processes": sum(1 for slot in slots if slot.state == SLOT_HALF_OPEN),
             "host_probes": host.probes,
             "suspect": bool(getattr(breaker, "_suspect", False)),
-            "pid": self._pid,
+            "pid": self._file.pid,
         }
 
     def _fail(self, reason: str) -> None:
@@ -799,7 +486,7 @@ class HostChannel:
             reason,
         )
         with contextlib.suppress(Exception):
-            self._write_slot(_Slot())
+            self._file.write_slot(SlotRecord())
 
 
 # --- the process's channels and their poller ---------------------------------------------
@@ -832,7 +519,7 @@ class HostSharing:
                 "no private memory-backed directory ($XDG_RUNTIME_DIR or /dev/shm); "
                 "set common.circuit_breakers.host_sharing.directory"
             )
-        self._directory = _private_directory(path)
+        self._directory = private_directory(path)
         return self._directory
 
     def channel(self, name: str) -> HostChannel | None:
@@ -842,14 +529,9 @@ class HostSharing:
             channel = self._channels.get(name)
             if channel is not None:
                 return channel if channel.alive else None
-            digest = _scope_digest(self.scope, name)
             try:
-                directory = self._prepare()
-                channel = HostChannel(
-                    os.path.join(directory, f"breaker-{digest.hex()}.v{_VERSION}"),
-                    digest,
-                    self.config.poll_interval_seconds,
-                )
+                path, digest = channel_file(self._prepare(), self.scope, name)
+                channel = HostChannel(path, digest, self.config.poll_interval_seconds)
             except Exception as exc:  # never raised to configure(): decide alone instead
                 reason = str(exc) if isinstance(exc, (ChannelError, OSError)) else repr(exc)
                 if self._directory is None:
@@ -932,7 +614,7 @@ class _Poller:
         # The mapping is shared with the parent; the slots are the parent's: each
         # channel takes one of its own before polling starts.
         self._lock = threading.Lock()
-        _reset_file_locks()
+        reset_file_locks()
         channels = [channel for channel in self._channels if channel.alive]
         for channel in channels:
             channel._after_fork()
