@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from tasker_resilience._breakers.breaker import Breaker, Clock
+from tasker_resilience._breakers.host_sharing import HostSharing, settings_scope
 from tasker_resilience._breakers.registry import BreakerRegistry, StorageFactory
 from tasker_resilience._cache.backends.contract import (
     BackendFactory,
@@ -68,7 +69,10 @@ class Resilience:
         """Dotted setting key -> the layer that set it (for ``tasker-resilience config``)."""
         self.clock = clock
         self.breakers = BreakerRegistry(
-            settings.circuit_breakers, clock=clock, storage_factory=storage_factory
+            settings.circuit_breakers,
+            clock=clock,
+            storage_factory=storage_factory,
+            host_sharing=_host_sharing(settings),
         )
         for name in settings.caches:
             if name != DEFAULT_CACHE:
@@ -176,12 +180,26 @@ class Resilience:
             caches, self._caches, self._cache = self._caches, {}, None
         for cache in caches.values():
             cache.close()
+        self.breakers.close()
 
     def __repr__(self) -> str:
         return (
             f"<Resilience env={self.settings.env!r} cache={self.settings.cache.backend!r} "
             f"caches={self.cache_names()} breakers={self.breakers.names()}>"
         )
+
+
+def _host_sharing(settings: Settings) -> HostSharing | None:
+    """The host-sharing channels (opt-in), scoped to these settings' cache identity; a
+    named cache's breaker to that cache's own identity."""
+    config = settings.circuit_breakers.host_sharing
+    scopes = {
+        cache_breaker_name(name): settings_scope(
+            cache.key_prefix, cache.backend, cache.redis.url, config.scope
+        )
+        for name, cache in settings.caches.items()
+    }
+    return HostSharing.start(config, scopes[cache_breaker_name(DEFAULT_CACHE)], scopes)
 
 
 _current: Resilience | None = None

@@ -17,11 +17,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pybreaker
 
 from tasker_resilience._breakers.policy import FailurePolicy, count_all_exceptions, is_neutral
+from tasker_resilience._breakers.states import CLOSED, HALF_OPEN, OPEN, StateName
 from tasker_resilience._breakers.transitions import (
     BREAKER_LOGGER,
     GuardedListener,
@@ -30,6 +31,9 @@ from tasker_resilience._breakers.transitions import (
 )
 from tasker_resilience._config.schema import BreakerConfig
 from tasker_resilience._errors import CircuitOpenError
+
+if TYPE_CHECKING:
+    from tasker_resilience._breakers.host_sharing import HostChannel
 
 __all__ = [
     "CLOSED",
@@ -41,11 +45,6 @@ __all__ = [
     "StateName",
     "counter_value",
 ]
-
-StateName = Literal["closed", "open", "half-open"]
-CLOSED: Final = "closed"
-OPEN: Final = "open"
-HALF_OPEN: Final = "half-open"
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -84,6 +83,7 @@ class Breaker:
         failure_policy: FailurePolicy = count_all_exceptions,
         storage: pybreaker.CircuitBreakerStorage | None = None,
         listeners: Iterable[pybreaker.CircuitBreakerListener] = (),
+        host: HostChannel | None = None,
     ) -> None:
         self.name: Final = name
         self.config: Final = config
@@ -122,6 +122,12 @@ class Breaker:
         # mistake, or a local resource limit (an exhausted connection pool).
         self._neutral = itertools.count()
         self._transitions = itertools.count()
+        # Host sharing (opt-in): what the other processes of this host learnt. Consulted
+        # on slow paths only; ``_suspect``: a peer opened, the next call verifies.
+        self._host = host
+        self._suspect = False
+        if host is not None:
+            host.attach(self)
         if self._storage.state != pybreaker.STATE_CLOSED:
             # Shared storage may hold an open circuit from another process: honour it.
             self._enter(OPEN)
@@ -138,10 +144,15 @@ class Breaker:
             return None
         next(self._calls)
         with self._lock:
-            if self._state is OPEN and self._clock() >= self._retry_at:
+            if (
+                self._state is OPEN
+                and self._clock() >= self._retry_at
+                and (self._host is None or self._host.may_probe(self))
+            ):
                 self._enter(HALF_OPEN)
             if self._state is HALF_OPEN:
-                admitted = self._probes_in_flight < self.config.success_threshold
+                limit = 1 if self._suspect else self.config.success_threshold
+                admitted = self._probes_in_flight < limit
                 if admitted:
                     if not self._probes_in_flight:
                         self._probe_deadline = self._clock() + self.config.probe_timeout_seconds
@@ -200,6 +211,11 @@ class Breaker:
             failed = True
         with self._lock:
             if generation != self._generation:
+                if failed and self._suspect and generation == self._generation - 1:
+                    # Admitted just before a peer's hint made this process suspect:
+                    # its failure is the answer the probe was to give.
+                    self._storage.increment_counter()
+                    self._enter(OPEN)
                 return
             if self._state is HALF_OPEN:
                 self._probes_in_flight -= 1
@@ -208,20 +224,28 @@ class Breaker:
                     self._enter(OPEN)
                 elif failed is False:
                     self._storage.increment_success_counter()
-                    if self._storage.success_counter >= self.config.success_threshold:
+                    if (
+                        self._suspect
+                        or self._storage.success_counter >= self.config.success_threshold
+                    ):
                         self._enter(CLOSED)
             elif self._state is CLOSED and self.enabled:
                 if failed:
                     self._local_streak += 1
                     self._storage.increment_counter()
-                    if self._storage.counter >= self.config.failure_threshold:
+                    if self._storage.counter >= self.config.failure_threshold or (
+                        self._host is not None and self._host.failed(self)
+                    ):
                         self._enter(OPEN)
                 elif failed is False:
                     self._local_streak = 0
                     self._storage.reset_counter()
+                    if self._host is not None:
+                        self._host.recovered(self)
 
     def _enter(self, state: StateName) -> None:
         """Move to ``state``; the caller holds ``self._lock`` (or is ``__init__``)."""
+        previous = self._state
         self._generation += 1
         self._probes_in_flight = 0
         self._local_streak = 0
@@ -240,6 +264,15 @@ class Breaker:
             self._opened_at = None
             self._state = CLOSED
             self._cb.close()
+        if self._host is not None:
+            self._host.entered(self, previous)
+        self._suspect = False
+
+    def _enter_suspect(self) -> None:
+        """Host sharing: a peer opened; the next call here is one probe (one success
+        closes, one failure opens). The caller holds ``self._lock``."""
+        self._enter(HALF_OPEN)
+        self._suspect = True
 
     # --- calling ------------------------------------------------------------------------
 
@@ -304,7 +337,7 @@ class Breaker:
         """A JSON-ready snapshot of counters and state."""
         opened_at = self._opened_at
         retry_after = self.retry_after_seconds
-        return {
+        snapshot: dict[str, Any] = {
             "state": self.state,
             "failure_count": self._storage.counter,
             "success_count": self._storage.success_counter,
@@ -321,6 +354,9 @@ class Breaker:
             ),
             "retry_after_seconds": None if retry_after is None else round(retry_after, 3),
         }
+        if self._host is not None:
+            snapshot["host"] = self._host.view(self)
+        return snapshot
 
     def force_open(self) -> None:
         """Open now (maintenance, tests); probes start after ``timeout_seconds``."""

@@ -10,6 +10,7 @@ from typing import Any
 import pybreaker
 
 from tasker_resilience._breakers.breaker import Breaker, Clock
+from tasker_resilience._breakers.host_sharing import HostChannel, HostSharing
 from tasker_resilience._config.schema import CACHE_BREAKER, BreakerConfig, BreakersConfig, suggest
 from tasker_resilience._errors import ConfigurationError
 
@@ -63,8 +64,12 @@ class BreakerRegistry:
         *,
         clock: Clock = time.monotonic,
         storage_factory: StorageFactory | None = None,
+        host_sharing: HostSharing | None = None,
     ) -> None:
         self.config = config
+        # Opt-in ([common.circuit_breakers.host_sharing]): each breaker's channel to the
+        # other processes of this host with the same settings.
+        self.host_sharing = host_sharing
         self._clock = clock
         self._storage_factory = storage_factory
         self._breakers: dict[str, Breaker] = {}
@@ -109,6 +114,7 @@ class BreakerRegistry:
                     enabled=self.config.enabled,
                     clock=self._clock,
                     storage=self._storage_factory(name) if self._storage_factory else None,
+                    host=self._host_channel(name),
                 )
                 self._breakers[name] = breaker
             return breaker
@@ -122,6 +128,16 @@ class BreakerRegistry:
             f"guarded (@breaker_guarded) or a cache's{suggest(name, known)}; known: "
             f"{', '.join(known)}. get_breaker(name, create=True) makes a new one",
         )
+
+    def _host_channel(self, name: str) -> HostChannel | None:
+        if self.host_sharing is None or not self.config.enabled:
+            return None
+        return self.host_sharing.channel(name)
+
+    def close(self) -> None:
+        """Leave the host's sharing channels (nothing else holds resources)."""
+        if self.host_sharing is not None:
+            self.host_sharing.close()
 
     def __contains__(self, name: object) -> bool:
         return name in self._breakers

@@ -23,11 +23,13 @@ __all__ = [
     "CACHE_BREAKER",
     "DEFAULT_CACHE",
     "DEFAULT_COMPONENT_CONFIGS",
+    "HOST_SHARING_KEYS",
     "PLUGINS_KEY",
     "REDIS_URL_SCHEMES",
     "BreakerConfig",
     "BreakersConfig",
     "CacheConfig",
+    "HostSharingConfig",
     "MemoryConfig",
     "NearConfig",
     "RedisConfig",
@@ -69,6 +71,30 @@ DEFAULT_COMPONENT_CONFIGS: Mapping[str, BreakerConfig] = MappingProxyType(
 
 
 @dataclass(frozen=True)
+class HostSharingConfig:
+    """The ``[common.circuit_breakers.host_sharing]`` section: worker processes of one
+    host share what their breakers learn through a local channel (the caching guide,
+    "Host sharing"). Off by default: with it off nothing changes."""
+
+    enabled: bool = False
+    directory: str = ""
+    """Where the channel's files live; empty: ``$XDG_RUNTIME_DIR/tasker-resilience``, else
+    ``/dev/shm/tasker-resilience-<uid>``. An absolute path; it must belong to this user
+    and be private (mode 0700), or sharing is refused (one WARNING) and each process
+    decides alone."""
+    poll_interval_seconds: float = 0.02
+    """How often a process looks at what the others published (0.001-1): the time a
+    hint takes to reach an idle process."""
+    scope: str = ""
+    """Which processes share; empty: those of this user with the same key prefix, cache
+    backend and URL (its password left out). A name of your own groups processes that
+    reach one backend by different addresses (up to 200 printable characters)."""
+
+
+HOST_SHARING_KEYS = ("enabled", "directory", "poll_interval_seconds", "scope")
+
+
+@dataclass(frozen=True)
 class BreakersConfig:
     """The ``[common.circuit_breakers]`` section."""
 
@@ -77,6 +103,7 @@ class BreakersConfig:
     component_configs: Mapping[str, BreakerConfig] = field(
         default_factory=lambda: DEFAULT_COMPONENT_CONFIGS
     )
+    host_sharing: HostSharingConfig = field(default_factory=HostSharingConfig)
 
     def for_component(self, name: str) -> BreakerConfig:
         """The config of breaker ``name``: its own entry, else ``default_config``."""
@@ -317,6 +344,14 @@ def _seconds(key: str, value: object, high: float) -> float:
     return number
 
 
+def _seconds_between(key: str, value: object, low: float, high: float) -> float:
+    """Seconds from ``low`` to ``high``, both allowed (0 included where ``low`` is 0)."""
+    number = _number(key, value)
+    if not low <= number <= high:
+        raise ConfigurationError(key, value, f"seconds from {low:g} to {high:g}")
+    return number
+
+
 def _bool(key: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -381,10 +416,44 @@ def _breaker(key: str, raw: object, base: BreakerConfig) -> BreakerConfig:
     )
 
 
+def _host_sharing(raw: object) -> HostSharingConfig:
+    key = "common.circuit_breakers.host_sharing"
+    table = _table(key, raw)
+    _reject_unknown(key, table, HOST_SHARING_KEYS)
+    defaults = HostSharingConfig()
+    directory_value = table.get("directory", defaults.directory)
+    if not isinstance(directory_value, str) or (
+        directory_value.strip() and not directory_value.strip().startswith("/")
+    ):
+        raise ConfigurationError(
+            f"{key}.directory",
+            directory_value,
+            'an absolute path such as "/run/user/1000/tasker-resilience", or "" for the '
+            "default ($XDG_RUNTIME_DIR, else /dev/shm)",
+        )
+    interval = _seconds_between(
+        f"{key}.poll_interval_seconds",
+        table.get("poll_interval_seconds", defaults.poll_interval_seconds),
+        0.001,
+        1.0,
+    )
+    scope_value = table.get("scope", defaults.scope)
+    if not isinstance(scope_value, str) or len(scope_value) > 200 or not scope_value.isprintable():
+        raise ConfigurationError(
+            f"{key}.scope", scope_value, 'up to 200 printable characters, or "" (the default)'
+        )
+    return HostSharingConfig(
+        enabled=_bool(f"{key}.enabled", table.get("enabled", defaults.enabled)),
+        directory=directory_value.strip(),
+        poll_interval_seconds=interval,
+        scope=scope_value.strip(),
+    )
+
+
 def _breakers(raw: object) -> BreakersConfig:
     key = "common.circuit_breakers"
     table = _table(key, raw)
-    _reject_unknown(key, table, ("enabled", "default_config", "component_configs"))
+    _reject_unknown(key, table, ("enabled", "default_config", "component_configs", "host_sharing"))
     default = _breaker(f"{key}.default_config", table.get("default_config"), BreakerConfig())
     components_raw = _table(f"{key}.component_configs", table.get("component_configs"))
     components: dict[str, BreakerConfig] = {}
@@ -399,6 +468,7 @@ def _breakers(raw: object) -> BreakersConfig:
         enabled=_bool(f"{key}.enabled", table.get("enabled", True)),
         default_config=default,
         component_configs=MappingProxyType(components),
+        host_sharing=_host_sharing(table.get("host_sharing")),
     )
 
 
@@ -530,12 +600,12 @@ def _near(raw: object, key: str = "common.cache.near") -> NearConfig:
         ("enabled", "max_entries", "ttl_seconds", "stale_if_error_seconds", "tracking"),
     )
     defaults = NearConfig()
-    stale_value = table.get("stale_if_error_seconds", defaults.stale_if_error_seconds)
-    stale = _number(f"{key}.stale_if_error_seconds", stale_value)
-    if not 0 <= stale <= 86_400:
-        raise ConfigurationError(
-            f"{key}.stale_if_error_seconds", stale_value, "seconds from 0 to 86400"
-        )
+    stale = _seconds_between(
+        f"{key}.stale_if_error_seconds",
+        table.get("stale_if_error_seconds", defaults.stale_if_error_seconds),
+        0,
+        86_400,
+    )
     tracking_value = table.get("tracking", defaults.tracking)
     tracking = _text(f"{key}.tracking", tracking_value).lower()
     if tracking not in NEAR_TRACKING_MODES:

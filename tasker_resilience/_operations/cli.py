@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -72,6 +72,20 @@ def _positive(kind: type[float] | type[int]) -> Any:
     return parse
 
 
+def _at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= 64:
+            raise argparse.ArgumentTypeError(f"{text!r} must be from {low} to 64")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from tasker_resilience._operations import http as _http
     from tasker_resilience._operations.drill import runner as _drill
@@ -106,6 +120,15 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show what the near cache buys: origin load per phase (healthy, server "
         "frozen) of a @cached function, with and without [common.cache.near]",
+    )
+    drill.add_argument(
+        "--workers",
+        type=_at_least(2),
+        metavar="N",
+        help="what one outage costs a host of N worker processes, with and without "
+        "[common.circuit_breakers.host_sharing]: each reads 20 times a second (socket "
+        "timeout 0.25 s, failure_threshold 5, timeout_seconds 8); --outage sets how long "
+        "the server stays frozen",
     )
     drill.add_argument(
         "--topology",
@@ -213,6 +236,8 @@ def _drill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.workers is not None:
+        return _workers_drill(args)
     if args.near:
         return _near_drill(args)
     options = DrillOptions(
@@ -248,6 +273,18 @@ def _drill(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_UNHEALTHY
 
 
+def _comparison_drill(flag: str, args: argparse.Namespace) -> Callable[[str], None]:
+    """Logging for a drill that compares two runs (``--near``, ``--workers``), and the
+    function that prints its progress lines (none with ``--quiet``)."""
+    logging.getLogger("tasker_resilience").setLevel(logging.INFO if args.verbose else logging.ERROR)
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"[drill {flag}] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def _near_drill(args: argparse.Namespace) -> int:
     from tasker_resilience._operations.drill.near_load import format_origin_loads, run_near_drill
 
@@ -258,12 +295,7 @@ def _near_drill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    logging.getLogger("tasker_resilience").setLevel(logging.INFO if args.verbose else logging.ERROR)
-
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(f"[drill --near] {message}", file=sys.stderr, flush=True)
-
+    say = _comparison_drill("--near", args)
     loads = run_near_drill(
         server_binary=args.server_binary,
         rate=args.rate,
@@ -278,6 +310,36 @@ def _near_drill(args: argparse.Namespace) -> int:
     with_near, without = loads
     # The tier must at least lower the outage's origin load to call the drill a success.
     return EXIT_OK if with_near.ratio < without.ratio else EXIT_UNHEALTHY
+
+
+def _workers_drill(args: argparse.Namespace) -> int:
+    from tasker_resilience._operations.drill.fleet import (
+        FleetSetup,
+        format_fleet_runs,
+        run_fleet_drill,
+    )
+
+    if args.url or args.in_process or args.near or args.topology:
+        print(
+            f"{PROG} drill: --workers freezes a private server; it does not combine with "
+            "--url, --in-process, --near or --topology",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    say = _comparison_drill("--workers", args)
+    runs = run_fleet_drill(
+        FleetSetup(workers=args.workers, outage=args.outage),
+        server_binary=args.server_binary,
+        say=say,
+    )
+    if args.json:
+        print(json.dumps({"workers": [run.as_dict() for run in runs]}, indent=2))
+    else:
+        print(format_fleet_runs(runs))
+    without, with_sharing = runs
+    # Sharing must at least lower the onset's hung calls and bring the cache back.
+    shared_better = with_sharing.slow_calls < without.slow_calls
+    return EXIT_OK if shared_better and with_sharing.recovery is not None else EXIT_UNHEALTHY
 
 
 # --- health ----------------------------------------------------------------------------

@@ -169,6 +169,10 @@ class ResilienceCollector:
             "waiting to be replayed when it is back: the replay backlog.",
             labels=["cache"],
         )
+        views = [] if res is None else _host_views(res)
+        host_families = _host_families() if res is None or views else ()
+        for name, view in views:
+            _add_host_view(host_families, name, view)
         if res is not None:
             for name, metrics in res.breakers.snapshot().items():
                 self._add_breaker(name, metrics, state, in_state, streak, retry_after)
@@ -205,6 +209,8 @@ class ResilienceCollector:
                 pending.add_metric([cache_name], cache.pending_invalidations()["pending"])
         yield from (state, in_state, streak, retry_after, transitions, calls, cache_ops)
         yield from (cache_info, node_state, node_calls, pending)
+        # Only with host sharing on (or for describe()): otherwise unchanged output.
+        yield from host_families
         if res is None or any_near:
             # Only with a near tier on (or for describe()): otherwise unchanged output.
             yield from (near_ops, near_entries, near_bytes)
@@ -225,6 +231,51 @@ class ResilienceCollector:
         streak.add_metric([name], metrics["failure_count"])
         if metrics["retry_after_seconds"] is not None:
             retry_after.add_metric([name], metrics["retry_after_seconds"])
+
+
+def _host_families() -> tuple[Any, ...]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    return (
+        GaugeMetricFamily(
+            f"{_PREFIX}_breaker_host_processes",
+            "Processes of this host sharing the breaker (host sharing on).",
+            labels=["breaker"],
+        ),
+        GaugeMetricFamily(
+            f"{_PREFIX}_breaker_host_open_processes",
+            "Processes of this host whose breaker is open.",
+            labels=["breaker"],
+        ),
+        GaugeMetricFamily(
+            f"{_PREFIX}_breaker_host_open",
+            "1 while the host is in an outage of this breaker (some process opened it).",
+            labels=["breaker"],
+        ),
+        GaugeMetricFamily(
+            f"{_PREFIX}_breaker_host_opened_by_pid",
+            "The process that opened the breaker first in the host's latest outage (0: none yet).",
+            labels=["breaker"],
+        ),
+    )
+
+
+def _host_views(res: Resilience) -> list[tuple[str, dict[str, Any]]]:
+    """``(breaker, host view)`` of the breakers that share with the host."""
+    views = []
+    for breaker in res.breakers:
+        host = breaker.metrics().get("host")
+        if host is not None and host.get("shared"):
+            views.append((breaker.name, host))
+    return sorted(views, key=lambda item: item[0])
+
+
+def _add_host_view(families: tuple[Any, ...], name: str, view: dict[str, Any]) -> None:
+    processes, open_processes, host_open, opened_by = families
+    processes.add_metric([name], view["processes"])
+    open_processes.add_metric([name], view["open_processes"])
+    host_open.add_metric([name], 1 if view["state"] == "open" else 0)
+    opened_by.add_metric([name], view["opened_by"] or 0)
 
 
 def _label(flag: bool) -> str:

@@ -217,21 +217,10 @@ def run_near_drill(
 ) -> list[OriginLoad]:
     """``tasker-resilience drill --near``: the same outage twice on one private server,
     with the near tier and without it."""
-    from tasker_resilience._operations.drill.local_server import (
-        LocalServer,
-        ServerStartError,
-        find_server_binary,
-    )
-    from tasker_resilience._operations.drill.targets import DrillError
+    from tasker_resilience._operations.drill.local_server import LocalServer, ServerStartError
+    from tasker_resilience._operations.drill.targets import DrillError, private_server_binary
 
-    if server_binary is None:
-        found = find_server_binary()
-        if found is None:
-            raise DrillError(
-                "--near freezes a private server: install dragonfly, redis-server or "
-                "valkey-server, or pass --server-binary"
-            )
-        server_binary = found[1]
+    server_binary = private_server_binary("--near", server_binary)
     loads: list[OriginLoad] = []
     try:
         with LocalServer(server_binary) as server:

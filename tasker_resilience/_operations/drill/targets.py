@@ -36,6 +36,7 @@ __all__ = [
     "Target",
     "check_reachable",
     "choose_target",
+    "private_server_binary",
 ]
 
 LOCAL_SERVER: Final = "local-server"
@@ -44,6 +45,22 @@ OBSERVE: Final = "observe"
 
 INJECTOR_BACKEND: Final = "drill-fault-injector"
 """The backend name the in-process target registers (and health reports)."""
+
+
+def private_server_binary(flag: str, server_binary: str | None) -> str:
+    """``server_binary``, else the first server binary on PATH, for a drill mode
+    (``flag``) that freezes a private server; :class:`DrillError` when there is none."""
+    if server_binary is not None:
+        return server_binary
+    from tasker_resilience._operations.drill.local_server import find_server_binary
+
+    found = find_server_binary()
+    if found is None:
+        raise DrillError(
+            f"{flag} freezes a private server: install dragonfly, redis-server or "
+            "valkey-server, or pass --server-binary"
+        )
+    return found[1]
 
 
 class DrillError(Exception):
