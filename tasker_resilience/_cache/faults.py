@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from tasker_resilience._breakers.breaker import Admission, Breaker
+from tasker_resilience._breakers.breaker import Admission, Breaker, Ticket
 from tasker_resilience._cache.backends.contract import (
     CacheBackend,
     NodeUnavailable,
@@ -190,7 +190,7 @@ class CacheFaults:
         )
         return True
 
-    def hot_read_raised(self, breaker: Breaker, generation: int, exc: BaseException) -> Any:
+    def hot_read_raised(self, breaker: Breaker, generation: Ticket, exc: BaseException) -> Any:
         """A hot-path read raised: record it on the breaker, then a miss (or re-raise
         what is not an ``Exception``: cancellation, KeyboardInterrupt)."""
         breaker._release(generation, exc, self.policy)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from tasker_resilience._breakers.breaker import CLOSED, OPEN, Breaker, StateName
+from tasker_resilience._breakers.breaker import CLOSED, OPEN, Breaker, StateName, Ticket
 from tasker_resilience._cache.backends.contract import (
     BackendFactory,
     CacheBackend,
@@ -392,7 +392,7 @@ class CacheProvider:
         return UNAVAILABLE
 
     def _hot_read_raised(
-        self, breaker: Breaker, generation: int, key: str, exc: BaseException
+        self, breaker: Breaker, generation: Ticket, key: str, exc: BaseException
     ) -> Any:
         error = key_error(key) if isinstance(exc, UnicodeError) else None
         if error is not None:
