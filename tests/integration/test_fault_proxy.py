@@ -120,6 +120,15 @@ def test_blackhole_accepts_and_never_answers(proxy: FaultProxy) -> None:
     assert client(proxy.url).ping()
 
 
+def _ping_raw(address: tuple[str, int]) -> bytes:
+    raw = socket.create_connection(address, timeout=1)
+    try:
+        raw.sendall(b"PING\r\n")
+        return raw.recv(100)
+    finally:
+        raw.close()
+
+
 def test_reset_connections_resets_open_and_new_connections(proxy: FaultProxy) -> None:
     cache = client(proxy.url)
     cache.ping()
@@ -127,12 +136,7 @@ def test_reset_connections_resets_open_and_new_connections(proxy: FaultProxy) ->
     with pytest.raises(redis.ConnectionError):
         cache.ping()
     with pytest.raises(ConnectionResetError):  # at connect, send or receive: a race
-        raw = socket.create_connection(proxy.address, timeout=1)
-        try:
-            raw.sendall(b"PING\r\n")
-            raw.recv(100)
-        finally:
-            raw.close()
+        _ping_raw(proxy.address)
     assert proxy.stats()["resets"] >= 2
     proxy.heal()
     assert client(proxy.url).ping()
