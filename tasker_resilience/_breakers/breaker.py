@@ -463,13 +463,9 @@ class Breaker:
         }
         window = self._window
         if window is not None:
-            with self._lock:
-                # Moving the window on to now changes no count: it forgets calls that
-                # are no longer in it, as the next call would.
-                calls = self._ended_calls()
-                window.advance(self._clock(), calls)
-                self._refresh_fast_path()
-                report["window"] = window.rates(calls)
+            # Read as of now, without the lock: listeners call metrics() from inside a
+            # transition, which holds it.
+            report["window"] = window.rates(self._ended_calls(), self._clock())
         return report
 
     def force_open(self) -> None:

@@ -112,9 +112,18 @@ class SlidingWindow:
         self.failures += failed
         self.slow += slow
 
-    def counts(self, calls: int) -> tuple[int, int, int]:
-        """``(calls, failures, slow)`` in the window (``calls``: the total now)."""
-        oldest = (self._index + 1) % BUCKETS
+    def counts(self, calls: int, now: float | None = None) -> tuple[int, int, int]:
+        """``(calls, failures, slow)`` in the window (``calls``: the total now).
+
+        With ``now``, as :meth:`advance` to ``now`` would leave them, without moving the
+        window: a reader (the health report) changes nothing and needs no lock."""
+        passed = 0
+        if now is not None and now >= self.rotate_at:
+            passed = int((now - self.rotate_at) // self.width) + 1
+            if passed >= BUCKETS:
+                return (0, 0, 0)
+        # The oldest bucket after ``passed`` more: never one of those that would start now.
+        oldest = (self._index + passed + 1) % BUCKETS
         return (
             calls - self._calls_at[oldest],
             self.failures - self._failures_at[oldest],
@@ -133,9 +142,10 @@ class SlidingWindow:
             return SLOW_CALL_RATE
         return None
 
-    def rates(self, calls: int) -> dict[str, float | int]:
-        """The window as health shows it: its length, calls and both rates."""
-        in_window, failures, slow = self.counts(calls)
+    def rates(self, calls: int, now: float | None = None) -> dict[str, float | int]:
+        """The window as health shows it: its length, calls and both rates (``now``: as
+        in :meth:`counts`)."""
+        in_window, failures, slow = self.counts(calls, now)
         return {
             "seconds": self.seconds,
             "calls": in_window,
