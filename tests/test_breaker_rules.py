@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pybreaker
 import pytest
 
 from tasker_resilience import Breaker, BreakerConfig, CircuitOpenError, breaker_guarded
@@ -439,3 +440,37 @@ def test_health_shows_the_open_time_and_the_reason(clock: ManualClock) -> None:
     closed = harness.health()["circuit_breakers"]["cache"]
     assert closed["opened_reason"] is None
     assert closed["open_seconds"] is None
+
+
+def test_a_listener_may_read_metrics_inside_a_transition(clock: ManualClock) -> None:
+    """Listeners run under the breaker's lock; metrics() must not take it (a deadlock)."""
+    seen: list[dict[str, Any]] = []
+
+    class Reader(pybreaker.CircuitBreakerListener):
+        def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+            seen.append(breaker.metrics())
+
+    breaker = make(clock, minimum_calls=2)
+    breaker.add_listener(Reader())
+    done = threading.Event()
+
+    def trip_it() -> None:
+        fail(breaker, clock)
+        fail(breaker, clock)
+        done.set()
+
+    threading.Thread(target=trip_it, daemon=True).start()
+    assert done.wait(5), "a listener reading metrics() deadlocked the breaker"
+    assert seen[-1]["state"] == "open"
+    assert seen[-1]["window"]["failure_rate"] == 1.0
+
+
+def test_window_counts_as_of_now_without_moving(clock: ManualClock) -> None:
+    window = SlidingWindow(
+        2.0, minimum_calls=1, failure_rate_threshold=1, slow_call_rate_threshold=1, now=0.0
+    )
+    window.add(failed=True, slow=False)
+    assert window.counts(5, now=1.9) == (5, 1, 0)  # still in the window
+    assert window.counts(5, now=2.05) == (0, 0, 0)  # the first bucket has left
+    assert window.counts(5, now=100.0) == (0, 0, 0)
+    assert window.counts(5) == (5, 1, 0)  # and nothing moved

@@ -83,7 +83,11 @@ def test_a_sync_probe_costs_its_budget_not_the_socket_timeout(
 ) -> None:
     closed_cost = _trip(res, proxy)
     assert closed_cost >= SOCKET_TIMEOUT * 0.9  # a closed call waits the socket timeout
-    for probe in (lambda: res.cache.get("k"), lambda: res.cache.set("k", 1), res.cache.health_check):
+    for probe in (
+        lambda: res.cache.get("k"),
+        lambda: res.cache.set("k", 1),
+        res.cache.health_check,
+    ):
         _wait_for_probe(res)
         began = time.perf_counter()
         probe()
