@@ -505,10 +505,16 @@ class _TimedBreaker(Breaker):
     end of the window's current bucket, or 0 while a failure streak is pending. One
     comparison on the fast path instead of two reads."""
 
+    # ``clock = self._clock; clock()`` below, not ``self._clock()``: a method-style call
+    # of an instance attribute takes CPython's unspecialised lookup (about 120 more
+    # instructions a call, a quarter of a clock read), and these are the two clock
+    # reads every call of a breaker with rate rules pays.
+
     def _acquire(self) -> Ticket | None:
         if self._state is CLOSED:
             next(self._calls)
-            return self._clock()
+            clock = self._clock
+            return clock()
         return self._admit()
 
     def _release(
@@ -517,7 +523,8 @@ class _TimedBreaker(Breaker):
         if exc is None:
             next(self._successes)
             if self._state is CLOSED:
-                now = self._clock()
+                clock = self._clock
+                now = clock()
                 if now - ticket < self._slow_after and now < self._fast_until:
                     return
             failed: bool | None = False

@@ -141,6 +141,8 @@ class FaultProxy:
         self._faults = _Faults()
         self._random = random.Random(seed)
         self._links: set[_Link] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._stopping: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -323,8 +325,15 @@ class FaultProxy:
             link.client.transport.abort()
             if link.upstream is not None:
                 link.upstream.transport.abort()
-        assert self._loop is not None
-        self._loop.stop()
+        # The handlers see their connections gone and end by themselves; the loop stops
+        # once they have (anything left then is cancelled by _run).
+        handlers = [task for task in self._handlers if not task.done()]
+        self._stopping = asyncio.ensure_future(self._stop_after(handlers))
+
+    async def _stop_after(self, handlers: list[asyncio.Task[Any]]) -> None:
+        if handlers:
+            await asyncio.wait(handlers, timeout=_START_TIMEOUT_SECONDS)
+        asyncio.get_running_loop().stop()
 
     def _reset_all(self) -> None:
         for link in list(self._links):
@@ -335,6 +344,10 @@ class FaultProxy:
         self._counts["accepted"] += 1
         link = _Link(writer)
         self._links.add(link)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         try:
             if self._faults.reset:
                 self._counts["resets"] += 1
@@ -358,6 +371,10 @@ class FaultProxy:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
         except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            # Only when the proxy stops: asyncio's stream server would log a cancelled
+            # handler as an error (Python < 3.12), so it ends quietly instead.
             pass
         finally:
             self._links.discard(link)
