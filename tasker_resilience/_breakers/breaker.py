@@ -256,25 +256,27 @@ class Breaker:
             # takes the slow path so one process's success resets the shared streak.
             if self._state is CLOSED and not self._local_streak and not self._shared:
                 return
-            failed: bool | None = False
-        else:
-            failed = self._counts_as_failure(exc, policy)
+        self._decide(ticket, exc, policy)
+
+    def _decide(
+        self, ticket: Ticket, exc: BaseException | None, policy: FailurePolicy | None
+    ) -> None:
+        """``_release`` past its fast path: count the outcome, then move the state under
+        the lock. A failure is counted here; a success was counted by the caller."""
+        failed: bool | None = False
+        if exc is not None:
+            if is_neutral(exc) or not (policy or self.failure_policy)(exc):
+                next(self._neutral)
+                failed = None  # neutral: frees a probe slot, moves nothing else
+            else:
+                next(self._failures)
+                failed = True
         with self._lock:
             self._settle(ticket, failed)
             self._refresh_fast_path()
 
     def _refresh_fast_path(self) -> None:
         """After a decision under the lock: what a lock-free fast path reads (none here)."""
-
-    def _counts_as_failure(self, exc: BaseException, policy: FailurePolicy | None) -> bool | None:
-        """Count a call that raised: True (a failure) or None (neutral: cancelled, or
-        an exception the policy does not count, which frees a probe slot and moves
-        nothing else)."""
-        if is_neutral(exc) or not (policy or self.failure_policy)(exc):
-            next(self._neutral)
-            return None
-        next(self._failures)
-        return True
 
     def _settle(self, ticket: Ticket, failed: bool | None) -> None:
         """``_release`` under the lock: move the state for one call's outcome
@@ -527,12 +529,7 @@ class _TimedBreaker(Breaker):
                 now = clock()
                 if now - ticket < self._slow_after and now < self._fast_until:
                     return
-            failed: bool | None = False
-        else:
-            failed = self._counts_as_failure(exc, policy)
-        with self._lock:
-            self._settle(ticket, failed)
-            self._refresh_fast_path()
+        self._decide(ticket, exc, policy)
 
     def _refresh_fast_path(self) -> None:
         self._fast_until = 0.0 if self._local_streak else self._window.rotate_at

@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tasker_resilience._config.redact import REDACTED, redact_url
@@ -35,6 +35,8 @@ __all__ = [
     "parse_settings",
     "plugin_modules",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -390,52 +392,23 @@ def _check_rules_can_trip(key: str, table: Mapping[str, Any], config: BreakerCon
 def _breaker(key: str, raw: object, base: BreakerConfig) -> BreakerConfig:
     table = _table(key, raw)
     _reject_unknown(key, table, _BREAKER_KEYS)
-    timeout = _seconds(
-        f"{key}.timeout_seconds", table.get("timeout_seconds", base.timeout_seconds), 300
-    )
+
+    def read(name: str, check: Callable[..., T], *limits: float) -> T:
+        """``name`` from this table, else from ``base``, checked by ``check``."""
+        return check(f"{key}.{name}", table.get(name, getattr(base, name)), *limits)
+
+    timeout = read("timeout_seconds", _seconds, 300)
     config = BreakerConfig(
-        failure_threshold=_int_in(
-            f"{key}.failure_threshold",
-            table.get("failure_threshold", base.failure_threshold),
-            1,
-            100,
-        ),
+        failure_threshold=read("failure_threshold", _int_in, 1, 100),
         timeout_seconds=timeout,
-        success_threshold=_int_in(
-            f"{key}.success_threshold",
-            table.get("success_threshold", base.success_threshold),
-            1,
-            50,
-        ),
-        critical=_bool(f"{key}.critical", table.get("critical", base.critical)),
-        probe_timeout_seconds=_seconds(
-            f"{key}.probe_timeout_seconds",
-            table.get("probe_timeout_seconds", base.probe_timeout_seconds),
-            300,
-        ),
-        window_seconds=_seconds_or_off(
-            f"{key}.window_seconds",
-            table.get("window_seconds", base.window_seconds),
-            0.1,
-            MAX_OPEN_SECONDS,
-        ),
-        minimum_calls=_int_in(
-            f"{key}.minimum_calls", table.get("minimum_calls", base.minimum_calls), 1, 100_000
-        ),
-        failure_rate_threshold=_fraction(
-            f"{key}.failure_rate_threshold",
-            table.get("failure_rate_threshold", base.failure_rate_threshold),
-        ),
-        slow_call_seconds=_seconds_or_off(
-            f"{key}.slow_call_seconds",
-            table.get("slow_call_seconds", base.slow_call_seconds),
-            0,
-            300,
-        ),
-        slow_call_rate_threshold=_fraction(
-            f"{key}.slow_call_rate_threshold",
-            table.get("slow_call_rate_threshold", base.slow_call_rate_threshold),
-        ),
+        success_threshold=read("success_threshold", _int_in, 1, 50),
+        critical=read("critical", _bool),
+        probe_timeout_seconds=read("probe_timeout_seconds", _seconds, 300),
+        window_seconds=read("window_seconds", _seconds_or_off, 0.1, MAX_OPEN_SECONDS),
+        minimum_calls=read("minimum_calls", _int_in, 1, 100_000),
+        failure_rate_threshold=read("failure_rate_threshold", _fraction),
+        slow_call_seconds=read("slow_call_seconds", _seconds_or_off, 0, 300),
+        slow_call_rate_threshold=read("slow_call_rate_threshold", _fraction),
         max_timeout_seconds=_max_timeout(key, table, base, timeout),
     )
     _check_rules_can_trip(key, table, config)

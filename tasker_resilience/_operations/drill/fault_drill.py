@@ -238,7 +238,7 @@ def _run_fault(drill: _Drill, report: DrillReport, target: _FaultTarget, fault: 
         f"open times: {grown}"
     )
 
-    open_time = breaker.open_seconds
+    open_time = breaker.open_seconds  # None: closed again during the fault (see below)
     healed_at = _now(drill)
     proxy.heal()
     progress.event("healed: the fault is off; waiting for the breaker to close")
@@ -247,11 +247,18 @@ def _run_fault(drill: _Drill, report: DrillReport, target: _FaultTarget, fault: 
     report.closed_again = healed.reached and breaker.state == "closed"
     report.invalidations_remembered = drill.res.cache.pending_invalidations()
     closed_after = _since(drill, healed_at, "closed")
-    summary.append(
-        f"healed: closed {closed_after}s after the fault ended (open time then "
-        f"{0.0 if open_time is None else open_time:.2f}s, then "
-        f"{options.success_threshold} successful probes)"
-    )
+    if open_time is None:
+        # Probes can pass during a partial fault (a brownout's fast replies): the
+        # circuit closed, and the rules then judged a fresh window.
+        summary.append(
+            "healed: the breaker was closed when the fault ended (its probes had passed "
+            "during the fault; a larger success_threshold makes that rarer)"
+        )
+    else:
+        summary.append(
+            f"healed: closed {closed_after}s after the fault ended (open time then "
+            f"{open_time:.2f}s, then {options.success_threshold} successful probes)"
+        )
     progress.event(f"closed: {options.cooldown:g}s of normal load")
     report.phases.append(drill.phase("closed", lambda t: t >= options.cooldown))
     _stale_check(drill.res, report)
