@@ -92,6 +92,13 @@ def _target_of(target: str | tuple[str, int]) -> tuple[str, int, str | None]:
     return parts.hostname, port, url
 
 
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a task's exception seen: a client gone mid-reply is an ordinary end of a
+    connection, not an "exception was never retrieved" line in the log."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Link:
     """One client connection and its upstream connection."""
 
@@ -394,6 +401,7 @@ class FaultProxy:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
         deliver = asyncio.ensure_future(self._deliver(queue, link))
+        deliver.add_done_callback(_retrieved)
         last_due = 0.0
         try:
             while data := await up_reader.read(READ_SIZE):
