@@ -503,9 +503,10 @@ class _TimedBreaker(Breaker):
 
     _window: SlidingWindow
     _fast_until: float
-    """A closed success that ends before this, and was not slow, changes nothing: the
-    end of the window's current bucket, or 0 while a failure streak is pending. One
-    comparison on the fast path instead of two reads."""
+    """A success that ends before this, and was not slow, changes nothing: the end of
+    the window's current bucket while closed, or 0 (not closed, or a failure streak
+    pending, which the next success must end). One comparison on the fast path stands
+    for three checks."""
 
     # ``clock = self._clock; clock()`` below, not ``self._clock()``: a method-style call
     # of an instance attribute takes CPython's unspecialised lookup (about 120 more
@@ -524,15 +525,15 @@ class _TimedBreaker(Breaker):
     ) -> None:
         if exc is None:
             next(self._successes)
-            if self._state is CLOSED:
-                clock = self._clock
-                now = clock()
-                if now - ticket < self._slow_after and now < self._fast_until:
-                    return
+            clock = self._clock
+            now = clock()
+            if now - ticket < self._slow_after and now < self._fast_until:
+                return
         self._decide(ticket, exc, policy)
 
     def _refresh_fast_path(self) -> None:
-        self._fast_until = 0.0 if self._local_streak else self._window.rotate_at
+        pending = self._local_streak or self._state is not CLOSED
+        self._fast_until = 0.0 if pending else self._window.rotate_at
 
 
 class Admission:
