@@ -138,6 +138,9 @@ UPWARD_EDGES = {
     ("tasker_resilience._cache.cached", "tasker_resilience._resilience"),
     # Resilience.health() builds the report; health.py reads it through a Protocol.
     ("tasker_resilience._resilience", "tasker_resilience._operations.health"),
+    # `drill --fault` stages its faults with the public FaultProxy users get (a leaf
+    # module: the standard library only, so no circle can pass through it).
+    ("tasker_resilience._operations.drill.fault_drill", "tasker_resilience.testing.fault_proxy"),
 }
 
 

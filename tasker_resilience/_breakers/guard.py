@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from tasker_resilience import _resilience
-from tasker_resilience._breakers.breaker import Breaker, StateName
+from tasker_resilience._breakers.breaker import Breaker, StateName, Ticket
 from tasker_resilience._breakers.policy import (
     FailurePolicy,
     Matchers,
@@ -177,7 +177,7 @@ def breaker_guarded(
     # chose ``record`` said what counts.
     warns = record is None
 
-    def failed(breaker: Breaker, generation: int, exc: BaseException) -> None:
+    def failed(breaker: Breaker, generation: Ticket, exc: BaseException) -> None:
         if warns and breaker not in _warned:
             _warn_if_not_io(breaker, exc, policy)
         breaker._release(generation, exc, policy)

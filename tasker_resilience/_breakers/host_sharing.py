@@ -83,7 +83,7 @@ from tasker_resilience._breakers.host_file import (
     private_directory,
     reset_file_locks,
 )
-from tasker_resilience._breakers.states import CLOSED, HALF_OPEN, OPEN, StateName
+from tasker_resilience._breakers.states import CLOSED, FORCED, HALF_OPEN, OPEN, StateName
 from tasker_resilience._config.redact import redact_url
 from tasker_resilience._config.schema import BreakerConfig, HostSharingConfig
 
@@ -122,7 +122,7 @@ class _SharedBreaker(Protocol):
     _suspect: bool
     _clock: Callable[[], float]
 
-    def _enter(self, state: StateName) -> None: ...
+    def _enter(self, state: StateName, reason: str | None = None) -> None: ...
     def _enter_suspect(self) -> None: ...
 
 
@@ -430,7 +430,7 @@ class HostChannel:
                     else "the next call here is a probe",
                 )
                 if breaker._local_streak:
-                    breaker._enter(OPEN)
+                    breaker._enter(OPEN, FORCED)
                 else:
                     breaker._enter_suspect()
         elif news and state == OPEN and host.closed_at > self._changed_at:

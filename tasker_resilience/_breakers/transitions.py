@@ -12,7 +12,7 @@ imports nothing of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import pybreaker
@@ -22,6 +22,7 @@ __all__ = [
     "GuardedListener",
     "TransitionHook",
     "TransitionLogger",
+    "log_rate_trip",
     "log_rejected",
     "set_transition_hook",
 ]
@@ -104,4 +105,33 @@ def log_rejected(breaker: _Rejecting) -> None:
         breaker.name,
         breaker.state,
         breaker.retry_after_seconds or 0.0,
+    )
+
+
+class _Thresholds(Protocol):
+    """What a rate-trip line reads of a breaker's config."""
+
+    @property
+    def failure_rate_threshold(self) -> float: ...
+    @property
+    def slow_call_rate_threshold(self) -> float: ...
+    @property
+    def slow_call_seconds(self) -> float: ...
+
+
+def log_rate_trip(
+    name: str, reason: str, window: Mapping[str, float | int], config: _Thresholds
+) -> None:
+    """Why a rate rule tripped (INFO, before the transition line): that line's
+    failure count says nothing about a slow-call trip."""
+    slow = reason == "slow_call_rate"
+    BREAKER_LOGGER.info(
+        "circuit breaker %r: %s %.2f of %d calls in the last %gs%s reached %.2f; opening",
+        name,
+        "slow-call rate" if slow else "failure rate",
+        window["slow_call_rate" if slow else "failure_rate"],
+        window["calls"],
+        window["seconds"],
+        f" (slower than {config.slow_call_seconds:g}s)" if slow else "",
+        config.slow_call_rate_threshold if slow else config.failure_rate_threshold,
     )

@@ -27,14 +27,18 @@ that node when the node is back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from contextvars import Token
+from types import TracebackType
+from typing import Any, Final, TypeVar
 
-from tasker_resilience._breakers.breaker import Admission, Breaker
+from tasker_resilience._breakers.breaker import HALF_OPEN, Admission, Breaker, Ticket
 from tasker_resilience._cache.backends.contract import (
+    PROBE_BUDGET,
     CacheBackend,
     NodeUnavailable,
     WriteRejectedError,
@@ -48,11 +52,15 @@ __all__ = [
     "UNGUARDED",
     "WARNING_INTERVAL_SECONDS",
     "CacheFaults",
+    "Probe",
     "RateLimitedWarnings",
     "check_shared_state",
     "default_backend_failure",
     "handed_to_backend",
+    "within_budget",
 ]
+
+T = TypeVar("T")
 
 CACHE_LOGGER = logging.getLogger("tasker_resilience.cache")
 WARNING_INTERVAL_SECONDS: Final = 10.0
@@ -108,6 +116,50 @@ class RateLimitedWarnings:
         CACHE_LOGGER.warning(message, *args)
 
 
+class Probe:
+    """The admission of a half-open probe: while its block runs, the backend's sync I/O
+    gets the probe's own short budget (:data:`PROBE_BUDGET`); asyncio calls in it are
+    bounded with :func:`within_budget`. Semian's half-open resource timeout: probing a
+    server that is still broken costs ``budget``, not a full socket timeout."""
+
+    __slots__ = ("_admission", "_token", "budget")
+
+    def __init__(self, admission: Admission, budget: float) -> None:
+        self._admission = admission
+        self.budget = budget
+        self._token: Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = PROBE_BUDGET.set(self.budget)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            PROBE_BUDGET.reset(self._token)
+        self._admission.__exit__(exc_type, exc, tb)
+
+
+def within_budget(guard: object, call: Awaitable[T]) -> Awaitable[T]:
+    """``call``, bounded by the probe's budget when ``guard`` is a :class:`Probe`: the
+    asyncio side of the budget (the redis asyncio client has no per-call deadline)."""
+    if type(guard) is not Probe:
+        return call
+    return _bounded(call, guard.budget)
+
+
+async def _bounded(call: Awaitable[T], budget: float) -> T:
+    try:
+        return await asyncio.wait_for(call, budget)
+    except asyncio.TimeoutError as exc:
+        # A builtin TimeoutError (an OSError) on every Python: a backend failure for
+        # any backend's policy, as a timed-out socket is.
+        raise TimeoutError(f"the half-open probe's I/O budget ({budget:g}s) ran out") from exc
+
+
 class CacheFaults:
     """Admission through the ``cache`` breaker and the handling of failed backend calls."""
 
@@ -127,19 +179,25 @@ class CacheFaults:
             backend, "is_pool_exhausted", _never
         )
         self.redact: Callable[[str], str] = getattr(backend, "redact", str)
+        # The backend's I/O budget for half-open probes (the redis backend's
+        # probe_socket_timeout_seconds); None: probes run like any call.
+        self.probe_budget: float | None = getattr(backend, "probe_timeout_seconds", None)
         url = getattr(backend, "redacted_url", None)
         self.where = f" at {url}" if url else ""
         self.warnings = RateLimitedWarnings()
         self._stats = stats
 
-    def admit(self, op: str) -> Admission | contextlib.nullcontext[None] | None:
-        """The context to run one backend call under, or None when the circuit is open."""
+    def admit(self, op: str) -> Admission | Probe | contextlib.nullcontext[None] | None:
+        """The context to run one backend call under (a :class:`Probe` while the
+        breaker is half-open), or None when the circuit is open."""
         breaker = self.breaker
         if breaker is None:
             return UNGUARDED
         admission = breaker.admit(self.policy)
         if admission is None:
             self._stats.count(op, "skipped_open")
+        elif self.probe_budget is not None and breaker._state is HALF_OPEN:
+            return Probe(admission, self.probe_budget)
         return admission
 
     def failed(self, op: str, exc: Exception) -> bool:
@@ -190,7 +248,7 @@ class CacheFaults:
         )
         return True
 
-    def hot_read_raised(self, breaker: Breaker, generation: int, exc: BaseException) -> Any:
+    def hot_read_raised(self, breaker: Breaker, generation: Ticket, exc: BaseException) -> Any:
         """A hot-path read raised: record it on the breaker, then a miss (or re-raise
         what is not an ``Exception``: cancellation, KeyboardInterrupt)."""
         breaker._release(generation, exc, self.policy)

@@ -23,12 +23,13 @@ decision (``_fetch``/``_afetch``, ``_write``/``_awrite``); the twins differ only
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from tasker_resilience._breakers.breaker import CLOSED, OPEN, Breaker, StateName
+from tasker_resilience._breakers.breaker import CLOSED, OPEN, Breaker, StateName, Ticket
 from tasker_resilience._cache.backends.contract import (
     BackendFactory,
     CacheBackend,
@@ -41,6 +42,7 @@ from tasker_resilience._cache.faults import (
     CacheFaults,
     check_shared_state,
     handed_to_backend,
+    within_budget,
 )
 from tasker_resilience._cache.invalidations import (
     DELETE,
@@ -73,6 +75,14 @@ if TYPE_CHECKING:
 __all__ = ["CACHE_BREAKER", "CACHE_LOGGER", "CacheProvider"]
 
 T = TypeVar("T")
+
+
+class _Replay(enum.Enum):
+    READ_BEFORE = "read before the replay"
+    """What a read-marked command answers while another caller's replay is in flight."""
+
+
+_READ_BEFORE_REPLAY: Final = _Replay.READ_BEFORE
 
 
 class CacheProvider:
@@ -411,7 +421,7 @@ class CacheProvider:
         return UNAVAILABLE
 
     def _hot_read_raised(
-        self, breaker: Breaker, generation: int, key: str, exc: BaseException
+        self, breaker: Breaker, generation: Ticket, key: str, exc: BaseException
     ) -> Any:
         error = key_error(key) if isinstance(exc, UnicodeError) else None
         if error is not None:
@@ -426,11 +436,17 @@ class CacheProvider:
         """The raw bytes under ``key``, None (absent) or UNAVAILABLE; never raises for
         backend trouble."""
         breaker = self._breaker
-        if breaker is not None and type(key) is str and not self._pending.active:
-            # The hot path (a guarded backend, nothing to replay): the breaker's two
-            # decision points called directly. The same decisions as ``with admission``
-            # without an Admission object and the context-manager protocol, which cost
-            # about 1 us a call next to a ~35 us loopback GET.
+        if (
+            breaker is not None
+            and breaker._state is CLOSED
+            and type(key) is str
+            and not self._pending.active
+        ):
+            # The hot path (a guarded backend, closed, nothing to replay): the breaker's
+            # two decision points called directly. The same decisions as ``with
+            # admission`` without an Admission object and the context-manager protocol,
+            # which cost about 1 us a call next to a ~35 us loopback GET. A half-open
+            # probe takes the guarded path below: it runs under its own I/O budget.
             generation = breaker._acquire()
             if generation is None:
                 return self._get_skipped(key)
@@ -446,16 +462,19 @@ class CacheProvider:
             return UNAVAILABLE
         try:
             with guard:
-                if self._pending.active and not self._replay() and self._pending.covers(full):
-                    # The replay is not through this key yet (later slices, or another
-                    # caller's in flight): the server may still hold a value this
-                    # process invalidated. Ask anyway (an honest probe), answer a miss.
-                    self._backend.get(full)
-                    return None
-                return self._backend.get(full)
+                return self._get_after_replay(full)
         except Exception as exc:
             self._failed(GET, exc)
             return UNAVAILABLE
+
+    def _get_after_replay(self, full: str) -> Any:
+        if self._pending.active and not self._replay() and self._pending.covers(full):
+            # The replay is not through this key yet (later slices, or another
+            # caller's in flight): the server may still hold a value this
+            # process invalidated. Ask anyway (an honest probe), answer a miss.
+            self._backend.get(full)
+            return None
+        return self._backend.get(full)
 
     def _write(
         self,
@@ -475,10 +494,9 @@ class CacheProvider:
             return skipped
         try:
             with guard:
-                if self._pending.active and not self._replay() and read:
-                    call()
-                    return skipped
-                result = call()
+                result = self._call_after_replay(call, read)
+            if result is _READ_BEFORE_REPLAY:
+                return skipped
         except Exception as exc:
             if not self._failed(op, exc):
                 raise
@@ -490,6 +508,14 @@ class CacheProvider:
             raise
         self._stats.count(op, "ok")
         return result
+
+    def _call_after_replay(self, call: Callable[[], T], read: bool) -> T | _Replay:
+        """``call()`` once the missed invalidations are replayed; a ``read`` that finds
+        the replay still in flight runs, but answers :data:`_READ_BEFORE_REPLAY`."""
+        if self._pending.active and not self._replay() and read:
+            call()
+            return _READ_BEFORE_REPLAY
+        return call()
 
     def _interrupted(self, undo: Sequence[Step]) -> None:
         """A write cancelled or interrupted mid-call (``asyncio.wait_for``, Ctrl-C):
@@ -640,7 +666,12 @@ class CacheProvider:
 
     async def _afetch(self, key: str) -> Any:
         breaker = self._breaker
-        if breaker is not None and type(key) is str and not self._pending.active:
+        if (
+            breaker is not None
+            and breaker._state is CLOSED
+            and type(key) is str
+            and not self._pending.active
+        ):
             # The hot path, as in _fetch.
             generation = breaker._acquire()
             if generation is None:
@@ -657,17 +688,16 @@ class CacheProvider:
             return UNAVAILABLE
         try:
             with guard:
-                if (
-                    self._pending.active
-                    and not await self._areplay()
-                    and self._pending.covers(full)
-                ):
-                    await self._backend.aget(full)  # as in _fetch: a probe, answered as a miss
-                    return None
-                return await self._backend.aget(full)
+                return await within_budget(guard, self._aget_after_replay(full))
         except Exception as exc:
             self._failed(GET, exc)
             return UNAVAILABLE
+
+    async def _aget_after_replay(self, full: str) -> Any:
+        if self._pending.active and not await self._areplay() and self._pending.covers(full):
+            await self._backend.aget(full)  # as in _fetch: a probe, answered as a miss
+            return None
+        return await self._backend.aget(full)
 
     async def _awrite(
         self,
@@ -683,10 +713,9 @@ class CacheProvider:
             return skipped
         try:
             with guard:
-                if self._pending.active and not await self._areplay() and read:
-                    await call()  # as in _write: a probe, answered as skipped
-                    return skipped
-                result = await call()
+                result = await within_budget(guard, self._acall_after_replay(call, read))
+            if result is _READ_BEFORE_REPLAY:
+                return skipped
         except Exception as exc:
             if not self._failed(op, exc):
                 raise
@@ -698,6 +727,14 @@ class CacheProvider:
             raise
         self._stats.count(op, "ok")
         return result
+
+    async def _acall_after_replay(
+        self, call: Callable[[], Awaitable[T]], read: bool
+    ) -> T | _Replay:
+        if self._pending.active and not await self._areplay() and read:
+            await call()  # as in _write: a probe, answered as skipped
+            return _READ_BEFORE_REPLAY
+        return await call()
 
     async def _astore(
         self, key: str, data: bytes, ttl: float | timedelta | None, remember: bool
@@ -797,7 +834,7 @@ class CacheProvider:
             return False
         try:
             with guard:
-                healthy = bool(await self._backend.ahealth_check())
+                healthy = bool(await within_budget(guard, self._backend.ahealth_check()))
         except Exception as exc:
             self._failed(HEALTH, exc)
             return False

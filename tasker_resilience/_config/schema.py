@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tasker_resilience._config.redact import REDACTED, redact_url
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_COMPONENT_CONFIGS",
     "HOST_SHARING_KEYS",
     "PLUGINS_KEY",
+    "REDIS_BACKENDS",
     "REDIS_URL_SCHEMES",
     "BreakerConfig",
     "BreakersConfig",
@@ -37,11 +38,14 @@ __all__ = [
     "TelemetryConfig",
     "cache_breaker_name",
     "check_cache_name",
+    "check_slow_calls_can_be_seen",
     "parse_redis_config",
     "parse_settings",
     "plugin_modules",
     "suggest",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,27 @@ class BreakerConfig:
     probe_timeout_seconds: float = 10.0
     """A half-open probe not finished after this long counts as failed and frees its
     slot (the circuit re-opens): hung probes cannot wedge a breaker (>0, <=300)."""
+    window_seconds: float = 0.0
+    """The sliding time window of the rate rules (0: the rate rules are off; else
+    0.1-3600). The breaker then also trips on the failure rate or the slow-call rate of
+    the calls that ended in the last ``window_seconds``."""
+    minimum_calls: int = 20
+    """Calls in the window before a rate may trip the breaker (1-100000)."""
+    failure_rate_threshold: float = 0.5
+    """The fraction of failed calls in the window that trips it (0 < x <= 1)."""
+    slow_call_seconds: float = 0.0
+    """A call that takes longer is slow, even when it succeeds (0: off; else >0, <=300).
+    A slow probe counts as a failed one."""
+    slow_call_rate_threshold: float = 0.5
+    """The fraction of slow calls in the window that trips it (0 < x <= 1)."""
+    max_timeout_seconds: float | None = None
+    """Each re-open after a failed probe doubles the open time, jittered, up to this
+    (``timeout_seconds``-3600). None: every open lasts ``timeout_seconds``."""
+
+    @property
+    def rate_rules(self) -> bool:
+        """True when the sliding window and its rate rules are on."""
+        return self.window_seconds > 0
 
 
 DEFAULT_COMPONENT_CONFIGS: Mapping[str, BreakerConfig] = MappingProxyType(
@@ -121,6 +146,10 @@ REDIS_URL_SCHEMES = (
 )
 
 
+REDIS_BACKENDS = ("redis", "dragonfly")
+"""The built-in backends that ``[common.cache.redis]`` configures."""
+
+
 @dataclass(frozen=True)
 class RedisConfig:
     """The ``[common.cache.redis]`` section, used by both ``redis`` and ``dragonfly``."""
@@ -129,6 +158,10 @@ class RedisConfig:
     max_connections: int = 10
     connect_timeout_seconds: float = 0.5
     socket_timeout_seconds: float = 0.25
+    probe_socket_timeout_seconds: float = 0.1
+    """The I/O budget of a half-open probe (at most ``socket_timeout_seconds``; unset,
+    0.1 or the socket timeout if that is shorter): probing a server that is still
+    broken costs little."""
 
     @property
     def redacted_url(self) -> str:
@@ -140,7 +173,8 @@ class RedisConfig:
         return (
             f"RedisConfig(url={self.redacted_url!r}, max_connections={self.max_connections}, "
             f"connect_timeout_seconds={self.connect_timeout_seconds}, "
-            f"socket_timeout_seconds={self.socket_timeout_seconds})"
+            f"socket_timeout_seconds={self.socket_timeout_seconds}, "
+            f"probe_socket_timeout_seconds={self.probe_socket_timeout_seconds})"
         )
 
 
@@ -385,35 +419,129 @@ _BREAKER_KEYS = (
     "success_threshold",
     "critical",
     "probe_timeout_seconds",
+    "window_seconds",
+    "minimum_calls",
+    "failure_rate_threshold",
+    "slow_call_seconds",
+    "slow_call_rate_threshold",
+    "max_timeout_seconds",
 )
+_SEED_KEYS = _BREAKER_KEYS[:5]
+"""The keys a documented component (cache, pgmq, task_readiness) takes from its own
+documented defaults; the others (the rate rules, the open time's growth) it takes from
+``default_config``, like every other breaker."""
+MAX_OPEN_SECONDS = 3600
+"""The longest ``max_timeout_seconds`` and ``window_seconds``."""
+
+
+def _fraction(key: str, value: object) -> float:
+    number = _number(key, value)
+    if not 0 < number <= 1:
+        raise ConfigurationError(
+            key,
+            value,
+            "a fraction greater than 0 and at most 1 (0.5: half the calls in the window)",
+        )
+    return number
+
+
+def _seconds_or_off(key: str, value: object, low: float, high: float) -> float:
+    """0 (the rule is off), or seconds from ``low`` (above 0 when ``low`` is 0) to ``high``."""
+    number = _number(key, value)
+    if number != 0 and not low <= number <= high:
+        lowest = f"from {low:g} to" if low else "greater than 0 and at most"
+        raise ConfigurationError(key, value, f"0 (off) or seconds {lowest} {high:g}")
+    return number
+
+
+def _max_timeout(
+    key: str, table: Mapping[str, Any], base: BreakerConfig, timeout: float
+) -> float | None:
+    """``max_timeout_seconds``: set here (checked against this table's timeout), or
+    inherited; an inherited one below this breaker's own ``timeout_seconds`` means no
+    growth for it (its documented open time stays what it is)."""
+    name = f"{key}.max_timeout_seconds"
+    if "max_timeout_seconds" not in table:
+        inherited = base.max_timeout_seconds
+        return inherited if inherited is not None and inherited > timeout else None
+    value = table["max_timeout_seconds"]
+    number = _number(name, value)
+    if not timeout <= number <= MAX_OPEN_SECONDS:
+        raise ConfigurationError(
+            name,
+            value,
+            f"seconds from timeout_seconds ({timeout:g}) to {MAX_OPEN_SECONDS}: the open "
+            "time starts at timeout_seconds and grows up to this",
+        )
+    return number
+
+
+def _check_rules_can_trip(key: str, table: Mapping[str, Any], config: BreakerConfig) -> None:
+    """A rule tuned here that can never trip is a mistake: say which key is missing."""
+    defaults = BreakerConfig()
+    if not config.rate_rules:
+        for name in ("slow_call_seconds", "minimum_calls", "failure_rate_threshold"):
+            if name in table and getattr(config, name) != getattr(defaults, name):
+                raise ConfigurationError(
+                    f"{key}.{name}",
+                    table[name],
+                    f"{key}.window_seconds > 0 as well: the rate rules are measured over "
+                    "that window, and with window_seconds = 0 (off) this rule could never trip",
+                )
+    if (
+        not config.slow_call_seconds
+        and "slow_call_rate_threshold" in table
+        and config.slow_call_rate_threshold != defaults.slow_call_rate_threshold
+    ):
+        raise ConfigurationError(
+            f"{key}.slow_call_rate_threshold",
+            table["slow_call_rate_threshold"],
+            f"{key}.slow_call_seconds > 0 as well: with slow_call_seconds = 0 no call is "
+            "slow, so this rule could never trip",
+        )
 
 
 def _breaker(key: str, raw: object, base: BreakerConfig) -> BreakerConfig:
     table = _table(key, raw)
     _reject_unknown(key, table, _BREAKER_KEYS)
-    return BreakerConfig(
-        failure_threshold=_int_in(
-            f"{key}.failure_threshold",
-            table.get("failure_threshold", base.failure_threshold),
-            1,
-            100,
-        ),
-        timeout_seconds=_seconds(
-            f"{key}.timeout_seconds", table.get("timeout_seconds", base.timeout_seconds), 300
-        ),
-        success_threshold=_int_in(
-            f"{key}.success_threshold",
-            table.get("success_threshold", base.success_threshold),
-            1,
-            50,
-        ),
-        critical=_bool(f"{key}.critical", table.get("critical", base.critical)),
-        probe_timeout_seconds=_seconds(
-            f"{key}.probe_timeout_seconds",
-            table.get("probe_timeout_seconds", base.probe_timeout_seconds),
-            300,
-        ),
+
+    def read(name: str, check: Callable[..., T], *limits: float) -> T:
+        """``name`` from this table, else from ``base``, checked by ``check``."""
+        return check(f"{key}.{name}", table.get(name, getattr(base, name)), *limits)
+
+    timeout = read("timeout_seconds", _seconds, 300)
+    config = BreakerConfig(
+        failure_threshold=read("failure_threshold", _int_in, 1, 100),
+        timeout_seconds=timeout,
+        success_threshold=read("success_threshold", _int_in, 1, 50),
+        critical=read("critical", _bool),
+        probe_timeout_seconds=read("probe_timeout_seconds", _seconds, 300),
+        window_seconds=read("window_seconds", _seconds_or_off, 0.1, MAX_OPEN_SECONDS),
+        minimum_calls=read("minimum_calls", _int_in, 1, 100_000),
+        failure_rate_threshold=read("failure_rate_threshold", _fraction),
+        slow_call_seconds=read("slow_call_seconds", _seconds_or_off, 0, 300),
+        slow_call_rate_threshold=read("slow_call_rate_threshold", _fraction),
+        max_timeout_seconds=_max_timeout(key, table, base, timeout),
     )
+    _check_rules_can_trip(key, table, config)
+    return config
+
+
+def check_slow_calls_can_be_seen(
+    breaker_key: str, breaker: BreakerConfig, redis_key: str, redis: RedisConfig
+) -> None:
+    """A cache's slow-call rule must fit under its socket timeout: a reply later than
+    the timeout is a failed call, never a slow one, so ``slow_call_seconds`` at or
+    above ``socket_timeout_seconds`` is a rule that can never trip."""
+    slow = breaker.slow_call_seconds
+    if breaker.rate_rules and slow and slow >= redis.socket_timeout_seconds:
+        raise ConfigurationError(
+            f"{breaker_key}.slow_call_seconds",
+            slow,
+            f"less than {redis_key}.socket_timeout_seconds ({redis.socket_timeout_seconds:g}): "
+            "a reply later than the socket timeout is a failed call, never a slow one, so "
+            "this slow-call rule could never trip",
+        )
 
 
 def _host_sharing(raw: object) -> HostSharingConfig:
@@ -458,9 +586,15 @@ def _breakers(raw: object) -> BreakersConfig:
     components_raw = _table(f"{key}.component_configs", table.get("component_configs"))
     components: dict[str, BreakerConfig] = {}
     for name in sorted(set(DEFAULT_COMPONENT_CONFIGS) | set(components_raw)):
-        # A documented component keeps its documented defaults unless overridden;
-        # any other component inherits default_config.
-        base = DEFAULT_COMPONENT_CONFIGS.get(name, default)
+        # A documented component keeps its documented thresholds and timeouts unless
+        # overridden, and takes the rest (rate rules, open time growth) from
+        # default_config; any other component inherits default_config whole.
+        documented = DEFAULT_COMPONENT_CONFIGS.get(name)
+        base = (
+            default
+            if documented is None
+            else replace(default, **{seed: getattr(documented, seed) for seed in _SEED_KEYS})
+        )
         components[name] = _breaker(
             f"{key}.component_configs.{name}", components_raw.get(name), base
         )
@@ -475,7 +609,15 @@ def _breakers(raw: object) -> BreakersConfig:
 def _redis(raw: object, key: str = "common.cache.redis") -> RedisConfig:
     table = _table(key, raw)
     _reject_unknown(
-        key, table, ("url", "max_connections", "connect_timeout_seconds", "socket_timeout_seconds")
+        key,
+        table,
+        (
+            "url",
+            "max_connections",
+            "connect_timeout_seconds",
+            "socket_timeout_seconds",
+            "probe_socket_timeout_seconds",
+        ),
     )
     defaults = RedisConfig()
     url_value = table.get("url", defaults.url)
@@ -495,6 +637,11 @@ def _redis(raw: object, key: str = "common.cache.redis") -> RedisConfig:
             f"{_suggest(scheme, REDIS_URL_SCHEMES)}",
         )
     _check_url(f"{key}.url", url_value, scheme)
+    socket_timeout = _seconds(
+        f"{key}.socket_timeout_seconds",
+        table.get("socket_timeout_seconds", defaults.socket_timeout_seconds),
+        300,
+    )
     return RedisConfig(
         url=url_value,
         max_connections=_int_in(
@@ -508,12 +655,24 @@ def _redis(raw: object, key: str = "common.cache.redis") -> RedisConfig:
             table.get("connect_timeout_seconds", defaults.connect_timeout_seconds),
             300,
         ),
-        socket_timeout_seconds=_seconds(
-            f"{key}.socket_timeout_seconds",
-            table.get("socket_timeout_seconds", defaults.socket_timeout_seconds),
-            300,
-        ),
+        socket_timeout_seconds=socket_timeout,
+        probe_socket_timeout_seconds=_probe_timeout(key, table, socket_timeout),
     )
+
+
+def _probe_timeout(key: str, table: Mapping[str, Any], socket_timeout: float) -> float:
+    if "probe_socket_timeout_seconds" not in table:
+        return min(RedisConfig.probe_socket_timeout_seconds, socket_timeout)
+    value = table["probe_socket_timeout_seconds"]
+    number = _number(f"{key}.probe_socket_timeout_seconds", value)
+    if not 0 < number <= socket_timeout:
+        raise ConfigurationError(
+            f"{key}.probe_socket_timeout_seconds",
+            value,
+            f"seconds greater than 0 and at most socket_timeout_seconds ({socket_timeout:g}): "
+            "a probe's budget is the short one",
+        )
+    return number
 
 
 MAX_DATABASE = 15
@@ -872,10 +1031,25 @@ def parse_settings(
     default = _cache(common.get("cache"), known_backends)
     named = _named_caches(common.get("caches"), known_backends)
     _check_apart({DEFAULT_CACHE: default, **named})
-    return Settings(
+    settings = Settings(
         env=env,
         circuit_breakers=_breakers(common.get("circuit_breakers")),
         cache=default,
         caches=MappingProxyType(named),
         telemetry=_telemetry(common.get("telemetry")),
     )
+    breakers = settings.circuit_breakers
+    for name, cache in settings.caches.items():
+        if cache.backend not in REDIS_BACKENDS:
+            continue
+        # A named cache's breaker without an entry of its own takes the cache breaker's.
+        breaker = cache_breaker_name(name)
+        if breaker not in breakers.component_configs:
+            breaker = CACHE_BREAKER
+        check_slow_calls_can_be_seen(
+            f"common.circuit_breakers.component_configs.{breaker}",
+            breakers.for_component(breaker),
+            f"{_cache_key(name)}.redis",
+            cache.redis,
+        )
+    return settings

@@ -88,6 +88,7 @@ def _at_least(low: int) -> Any:
 
 def _build_parser() -> argparse.ArgumentParser:
     from tasker_resilience._operations import http as _http
+    from tasker_resilience._operations.drill import fault_drill as _fault_drill
     from tasker_resilience._operations.drill import runner as _drill
 
     parser = _Parser(
@@ -136,6 +137,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="stage the outage on a local topology instead: a 3-master Redis Cluster "
         "(a master frozen, then one killed) or a Sentinel group (the primary killed)",
     )
+    drill.add_argument(
+        "--fault",
+        choices=tuple(_fault_drill.FAULTS),
+        help="stage this fault through a fault proxy in front of a private server instead "
+        "(brownout: 60%% of replies held 120 ms; blackhole: never answers; reset: TCP RST; "
+        "slow-link: a few hundred bytes/s) and print what each phase cost; its defaults "
+        "are the brownout set-up: 100 ops/s, socket timeout 0.25s, rate rules on",
+    )
     number, whole = _positive(float), _positive(int)
     for flag, kind, default, text in (
         ("--rate", number, defaults.rate, "operations per second offered"),
@@ -148,7 +157,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ("--open-timeout", number, defaults.open_timeout, "seconds open before a probe"),
         ("--success-threshold", whole, defaults.success_threshold, "probes that close"),
     ):
-        drill.add_argument(flag, type=kind, default=default, help=f"{text} (default {default:g})")
+        # No argparse default: each kind of drill fills in its own (see _drill_options).
+        drill.add_argument(flag, type=kind, help=f"{text} (default {default:g})")
 
     health = commands.add_parser(
         "health",
@@ -236,25 +246,26 @@ def _drill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.fault is not None and (
+        args.url or args.in_process or args.near or args.topology or args.workers is not None
+    ):
+        print(
+            f"{PROG} drill: --fault starts its own server behind a fault proxy; it does not "
+            "combine with --url, --in-process, --near, --topology or --workers",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.workers is not None:
         return _workers_drill(args)
     if args.near:
         return _near_drill(args)
-    options = DrillOptions(
-        url=args.url,
-        in_process=args.in_process,
-        server_binary=args.server_binary,
-        rate=args.rate,
-        warmup=args.warmup,
-        outage=args.outage,
-        cooldown=args.cooldown,
-        duration=args.duration,
-        socket_timeout=args.socket_timeout,
-        connect_timeout=args.socket_timeout,
-        failure_threshold=args.failure_threshold,
-        open_timeout=args.open_timeout,
-        success_threshold=args.success_threshold,
-    )
+    given = _drill_options(args)
+    if args.fault is not None:
+        from tasker_resilience._operations.drill.fault_drill import fault_drill_options
+
+        options = fault_drill_options(**given)
+    else:
+        options = DrillOptions(**given)
     if not args.verbose:
         # The cache's own failure WARNINGs are the outage the drill stages on purpose;
         # the progress display reports it. --verbose shows the real log lines too.
@@ -264,6 +275,10 @@ def _drill(args: argparse.Namespace) -> int:
         from tasker_resilience._operations.drill.topology_drill import run_topology_drill
 
         report = run_topology_drill(options, args.topology, progress)
+    elif args.fault is not None:
+        from tasker_resilience._operations.drill.fault_drill import run_fault_drill
+
+        report = run_fault_drill(options, args.fault, progress)
     else:
         report = run_drill(options, progress)
     if args.json:
@@ -285,8 +300,38 @@ def _comparison_drill(flag: str, args: argparse.Namespace) -> Callable[[str], No
     return say
 
 
+_DRILL_NUMBERS = (
+    "rate",
+    "warmup",
+    "outage",
+    "cooldown",
+    "duration",
+    "socket_timeout",
+    "failure_threshold",
+    "open_timeout",
+    "success_threshold",
+)
+
+
+def _drill_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``DrillOptions`` fields the command line set; the rest keep the defaults of
+    the kind of drill chosen."""
+    given: dict[str, Any] = {
+        "url": args.url,
+        "in_process": args.in_process,
+        "server_binary": args.server_binary,
+    }
+    for name in _DRILL_NUMBERS:
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.socket_timeout is not None:
+        given["connect_timeout"] = args.socket_timeout
+    return given
+
+
 def _near_drill(args: argparse.Namespace) -> int:
     from tasker_resilience._operations.drill.near_load import format_origin_loads, run_near_drill
+    from tasker_resilience._operations.drill.options import DrillOptions
 
     if args.url or args.in_process:
         print(
@@ -296,11 +341,12 @@ def _near_drill(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     say = _comparison_drill("--near", args)
+    options = DrillOptions(**_drill_options(args))
     loads = run_near_drill(
         server_binary=args.server_binary,
-        rate=args.rate,
-        healthy_seconds=args.warmup * 2,
-        outage_seconds=args.outage,
+        rate=options.rate,
+        healthy_seconds=options.warmup * 2,
+        outage_seconds=options.outage,
         say=say,
     )
     if args.json:
@@ -328,7 +374,11 @@ def _workers_drill(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     say = _comparison_drill("--workers", args)
     runs = run_fleet_drill(
-        FleetSetup(workers=args.workers, outage=args.outage),
+        # --outage unset: the fleet's own default (the drill's numbers have none, see
+        # _drill_options).
+        FleetSetup(
+            workers=args.workers, **({} if args.outage is None else {"outage": args.outage})
+        ),
         server_binary=args.server_binary,
         say=say,
     )

@@ -1,5 +1,6 @@
 """Test your own code against tasker-resilience: a fakeredis cache you can take down, a
-manual clock for the breakers, the backend conformance suite, and a pytest plugin.
+manual clock for the breakers, the backend conformance suite, a fault proxy that makes a
+real server slow, silent or rude (``FaultProxy``), and a pytest plugin.
 
     from tasker_resilience.testing import ManualClock, configure_for_tests, reset
 
@@ -29,11 +30,13 @@ from tasker_resilience.testing._harness import (
 
 if TYPE_CHECKING:
     from tasker_resilience.testing.backend_suite import BackendConformance
+    from tasker_resilience.testing.fault_proxy import FaultProxy
 
 __all__ = [
     "FAKE_BACKENDS",
     "TEST_OVERRIDES",
     "BackendConformance",
+    "FaultProxy",
     "Harness",
     "ManualClock",
     "configure_for_tests",
@@ -49,10 +52,15 @@ def reset() -> None:
 
 def __getattr__(name: str) -> Any:
     # The conformance suite needs pytest; configure_for_tests and the clock do not.
+    # The fault proxy is imported on first use too (it needs only the standard library).
     if name == "BackendConformance":
         from tasker_resilience.testing.backend_suite import BackendConformance
 
         return BackendConformance
+    if name == "FaultProxy":
+        from tasker_resilience.testing.fault_proxy import FaultProxy
+
+        return FaultProxy
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

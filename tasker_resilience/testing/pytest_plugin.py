@@ -34,7 +34,7 @@ Only pytest is imported when the plugin loads; the package is imported by the fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -42,7 +42,7 @@ import pytest
 if TYPE_CHECKING:
     from tasker_resilience._cache.provider import CacheProvider
     from tasker_resilience._resilience import Resilience
-    from tasker_resilience.testing import Harness, ManualClock
+    from tasker_resilience.testing import FaultProxy, Harness, ManualClock
 
 __all__ = [
     "RealCacheServerWarning",
@@ -155,3 +155,33 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
                         "get a cache of their own and never write to a shared server"
                     )
                 )
+
+
+# --- the fault proxy (tasker_resilience.testing.FaultProxy) -----------------------------
+
+__all__ += ["tasker_fault_proxy"]
+
+
+@pytest.fixture
+def tasker_fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """Start a :class:`~tasker_resilience.testing.FaultProxy` in front of a server:
+    ``tasker_fault_proxy("redis://127.0.0.1:6379/0")`` returns it started (keyword
+    arguments as for ``FaultProxy``); every proxy the test started is stopped after it::
+
+        def test_a_slow_cache_is_skipped(tasker_fault_proxy):
+            proxy = tasker_fault_proxy(my_redis_url)
+            proxy.latency(0.12, fraction=0.6)
+            ...  # point your cache at proxy.url
+    """
+    from tasker_resilience.testing import FaultProxy
+
+    started: list[FaultProxy] = []
+
+    def start(target: str | tuple[str, int], **options: Any) -> FaultProxy:
+        proxy = FaultProxy(target, **options).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()

@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PROBE_BUDGET",
     "BackendFactory",
     "CacheBackend",
     "InProcessAsyncMixin",
@@ -45,6 +47,12 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "tasker_resilience.cache_backends"
+
+PROBE_BUDGET: ContextVar[float | None] = ContextVar("tasker_resilience_probe_budget", default=None)
+"""Seconds the I/O of the current call may take in all, while it is a half-open probe
+of the ``cache`` breaker (the backend's optional ``probe_timeout_seconds``); None
+otherwise. A sync backend that can bound its own I/O reads it (the redis backend does,
+in ``deadline.py``); asyncio probes are bounded by the provider itself."""
 
 
 class WriteRejectedError(Exception):

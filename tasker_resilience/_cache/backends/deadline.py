@@ -15,6 +15,10 @@ each backend command is one checkout, so :class:`_DeadlineMixin` starts a fresh
 budget there. Backend calls are written as one command each (a pipeline where they
 need several), so the budget of a command is the budget of the call.
 
+A half-open probe of the ``cache`` breaker gets a shorter budget of its own, from
+its checkout on: ``PROBE_BUDGET`` (``probe_socket_timeout_seconds``), set by the
+provider while the probe runs, so probing a server that is still broken costs little.
+
 The healthy path is cheap: no thread-local state, no extra frame, one clock read per
 blocking send or receive; a non-blocking poll (redis-py's ``can_read``) is never
 timed.
@@ -32,6 +36,8 @@ from typing import Any, Final, TypeVar
 
 import redis
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+
+from tasker_resilience._cache.backends.contract import PROBE_BUDGET
 
 __all__ = [
     "IO_BUDGET_FACTOR",
@@ -147,7 +153,7 @@ class _DeadlineMixin:
         # checkout (one backend command) gets a fresh budget.
         sock = self._sock
         if type(sock) is _DeadlineSocket:
-            sock._deadline = _FRESH  # its budget starts at its first blocking byte
+            sock._deadline = _probe_deadline()  # else the budget starts at its first byte
         super().connect()  # type: ignore[misc]  # the redis-py class it is mixed into
 
     def _connect(self) -> Any:
@@ -155,7 +161,16 @@ class _DeadlineMixin:
         timeout = self.socket_timeout
         if not timeout:
             return sock
-        return _DeadlineSocket(sock, IO_BUDGET_FACTOR * timeout)
+        wrapped = _DeadlineSocket(sock, IO_BUDGET_FACTOR * timeout)
+        wrapped._deadline = _probe_deadline()  # a probe's new connection: handshake too
+        return wrapped
+
+
+def _probe_deadline() -> float:
+    """The deadline a checkout starts with: a half-open probe's own short budget from
+    now (``PROBE_BUDGET``), else ``_FRESH``."""
+    budget = PROBE_BUDGET.get()
+    return _FRESH if budget is None else _monotonic() + budget
 
 
 class DeadlineConnection(_DeadlineMixin, redis.Connection):

@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any, Final, NamedTuple, NoReturn
 
-from tasker_resilience._breakers.breaker import CLOSED, Breaker, Clock
+from tasker_resilience._breakers.breaker import CLOSED, Breaker, Clock, Ticket
 from tasker_resilience._breakers.policy import FailurePolicy
 from tasker_resilience._cache.backends.contract import NodeUnavailable
 from tasker_resilience._cache.invalidations import PendingInvalidations, ReplayPlan, Step
@@ -57,7 +57,7 @@ class NodeCall(NamedTuple):
 
     node: str
     breaker: Breaker
-    generation: int
+    generation: Ticket
     replay: ReplayPlan | None
     undo: Step | None
 

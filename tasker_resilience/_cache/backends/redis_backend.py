@@ -255,6 +255,9 @@ class RedisBackend(RedisCommands):
     ) -> None:
         self.name = name
         self.config = config
+        # A half-open probe's I/O budget: the provider sets PROBE_BUDGET to it, and the
+        # sync connections' deadline (deadline.py) honours it.
+        self.probe_timeout_seconds = config.probe_socket_timeout_seconds
         self.topology = topology_of(config.url)
         self.cluster_url = cluster_url(config.url)
         self.sentinel: SentinelTarget | None = (

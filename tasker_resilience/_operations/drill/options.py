@@ -35,6 +35,16 @@ class DrillOptions:
     raw_samples: int = 3
     """Calls made with a plain redis-py client against the frozen server, for the
     "without the breaker" comparison."""
+    window_seconds: float = 0.0
+    """The cache breaker's rate rules (0: off, the seed's rule alone); with
+    ``minimum_calls``, ``slow_call_seconds`` and ``slow_call_rate_threshold``."""
+    minimum_calls: int = 20
+    slow_call_seconds: float = 0.0
+    slow_call_rate_threshold: float = 0.5
+    max_open_timeout: float | None = None
+    """The breaker's ``max_timeout_seconds``: the open time grows up to this."""
+    probe_timeout: float | None = None
+    """``probe_socket_timeout_seconds``: a half-open probe's I/O budget."""
 
     @property
     def phase_limit(self) -> float:

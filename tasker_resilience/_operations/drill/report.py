@@ -30,6 +30,8 @@ class PhaseResult:
     max_ms: float | None = None
     waited_seconds: float = 0.0
     """Sum of all operation latencies in the phase."""
+    slow: int = 0
+    """Operations slower than the breaker's ``slow_call_seconds`` (0 when it is off)."""
     breaker_state: str = "closed"
     """The cache breaker's state when the phase ended."""
     reached: bool = True
@@ -58,13 +60,22 @@ class DrillReport:
     outage_cost: dict[str, Any] | None = None
     """One worker's cost of the staged outage, in the terms ``explain`` predicts
     (``drill/cost.py``)."""
+    measured: dict[str, Any] = field(default_factory=dict)
+    """Figures beyond the phase table (the fault drill: time to open, to close, why)."""
+    problems: list[str] = field(default_factory=list)
+    """What else went wrong (e.g. a fault drill's breaker tripped on background noise)."""
 
     @property
     def ok(self) -> bool:
         """Did the drill show what it set out to show?"""
         if self.mode == OBSERVE:
             return True
-        return self.opened and self.closed_again and self.stale_read_check != "failed"
+        return (
+            self.opened
+            and self.closed_again
+            and self.stale_read_check != "failed"
+            and not self.problems
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -207,4 +218,5 @@ def _verdict(report: DrillReport) -> str:
         missing.append("the breaker did not close again")
     if report.stale_read_check == "failed":
         missing.append("a stale value was served")
+    missing.extend(report.problems)
     return f"result: FAIL: {'; '.join(missing)}"

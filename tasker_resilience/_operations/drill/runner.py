@@ -179,6 +179,9 @@ class _Drill:
         result.skipped = after["skipped"] - before["skipped"]
         result.errors = after["errors"] - before["errors"]
         result.waited_seconds = round(sum(latencies), 3)
+        slow = self.options.slow_call_seconds
+        if slow:
+            result.slow = sum(latency > slow for latency in latencies)
         if latencies:
             latencies.sort()
             result.p50_ms = round(_percentile(latencies, 0.50) * 1000, 3)
@@ -193,11 +196,18 @@ def _private_resilience(options: DrillOptions, target: Target) -> Iterator[Resil
     from tasker_resilience._config.layers import deep_merge
     from tasker_resilience._resilience import configure
 
-    breaker = {
+    breaker: dict[str, Any] = {
         "failure_threshold": options.failure_threshold,
         "timeout_seconds": options.open_timeout,
         "success_threshold": options.success_threshold,
+        **_rate_rules(options),
     }
+    redis: dict[str, Any] = {
+        "socket_timeout_seconds": options.socket_timeout,
+        "connect_timeout_seconds": options.connect_timeout,
+    }
+    if options.probe_timeout is not None:
+        redis["probe_socket_timeout_seconds"] = options.probe_timeout
     overrides = {
         "common": {
             "circuit_breakers": {"enabled": True, "component_configs": {"cache": breaker}},
@@ -206,10 +216,7 @@ def _private_resilience(options: DrillOptions, target: Target) -> Iterator[Resil
                     "enabled": True,
                     "backend": "redis",
                     "key_prefix": "tasker-drill",
-                    "redis": {
-                        "socket_timeout_seconds": options.socket_timeout,
-                        "connect_timeout_seconds": options.connect_timeout,
-                    },
+                    "redis": redis,
                 },
                 target.cache_overrides(),
             ),
@@ -225,6 +232,22 @@ def _private_resilience(options: DrillOptions, target: Target) -> Iterator[Resil
             res.close()
 
 
+def _rate_rules(options: DrillOptions) -> dict[str, Any]:
+    """The cache breaker's keys beyond the seed's, only those the options set."""
+    rules: dict[str, Any] = {}
+    if options.window_seconds:
+        rules.update(
+            window_seconds=options.window_seconds,
+            minimum_calls=options.minimum_calls,
+            slow_call_seconds=options.slow_call_seconds,
+        )
+        if options.slow_call_seconds:
+            rules["slow_call_rate_threshold"] = options.slow_call_rate_threshold
+    if options.max_open_timeout is not None:
+        rules["max_timeout_seconds"] = options.max_open_timeout
+    return rules
+
+
 def _settings_summary(options: DrillOptions, target: Target) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "rate_ops_per_second": options.rate,
@@ -233,7 +256,10 @@ def _settings_summary(options: DrillOptions, target: Target) -> dict[str, Any]:
         "failure_threshold": options.failure_threshold,
         "open_timeout_seconds": options.open_timeout,
         "success_threshold": options.success_threshold,
+        **_rate_rules(options),
     }
+    if options.probe_timeout is not None:
+        summary["probe_socket_timeout_seconds"] = options.probe_timeout
     if target.mode == OBSERVE:
         summary["duration_seconds"] = options.duration
     else:
