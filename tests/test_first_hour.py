@@ -185,7 +185,7 @@ def test_an_unknown_backend_names_every_way_to_register_one() -> None:
         ),
         (
             {"circuit_breakers": {"default_config": {"timeout": 5}}},
-            "(did you mean 'timeout_seconds' or 'probe_timeout_seconds'?)",
+            "(did you mean 'timeout_seconds', 'max_timeout_seconds' or 'probe_timeout_seconds'?)",
         ),
     ],
 )
