@@ -42,7 +42,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from tasker_resilience._breakers.breaker import counter_value
-from tasker_resilience._cache.backends.memory_backend import MemoryEntry, glob_to_regex
+from tasker_resilience._cache.backends.globs import PatternMatcher
+from tasker_resilience._cache.backends.memory_backend import MemoryEntry
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import NearConfig
@@ -264,8 +265,10 @@ class NearTier:
             self._fills.pop(key, None)
 
     def forget_pattern(self, pattern: str) -> None:
-        """This process deleted keys matching the glob ``pattern``."""
-        match = glob_to_regex(pattern).fullmatch
+        """This process deleted keys matching the glob ``pattern`` (as the server
+        matches it; where the server's reading of a range may differ by build, both
+        readings are dropped: dropping one entry too many only costs a read)."""
+        match = PatternMatcher(pattern, either_sign=True).fullmatch
         with self._lock:
             for key in [key for key in self._entries if match(key)]:
                 del self._entries[key]

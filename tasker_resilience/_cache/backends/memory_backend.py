@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from tasker_resilience._cache.backends.contract import InProcessAsyncMixin
+from tasker_resilience._cache.backends.globs import glob_to_regex
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -54,55 +54,6 @@ class MemoryEntry:
         self.copier: Callable[[Any], Any] | None = None
         self.element_copier: Callable[[Any], Any] | None = None
         self.shared: Any = UNSET
-
-
-def _class(pattern: str, start: int) -> tuple[str, int] | None:
-    """Translate the ``[...]`` class opening at ``start``; None if it never closes."""
-    i, n = start + 1, len(pattern)
-    negate = i < n and pattern[i] == "^"
-    i += negate
-    items: list[str] = []
-    while i < n and pattern[i] != "]":
-        if pattern[i] == "\\" and i + 1 < n:
-            items.append(re.escape(pattern[i + 1]))
-            i += 2
-        elif i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
-            low, high = sorted((pattern[i], pattern[i + 2]))  # Redis accepts [z-a]
-            items.append(f"{re.escape(low)}-{re.escape(high)}")
-            i += 3
-        else:
-            items.append(re.escape(pattern[i]))
-            i += 1
-    if i >= n:
-        return None
-    if not items:
-        return ("." if negate else "(?!)"), i + 1
-    return f"[{'^' if negate else ''}{''.join(items)}]", i + 1
-
-
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regex that matches whole keys the way Redis ``SCAN MATCH`` does:
-    ``*``, ``?``, ``[abc]``, ``[^a]``, ``[a-z]`` and ``\\`` escapes."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
-        if char == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if char == "*":
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        elif char == "[" and (translated := _class(pattern, i)) is not None:
-            out.append(translated[0])
-            i = translated[1]
-            continue
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 class MemoryBackend(InProcessAsyncMixin):
