@@ -38,19 +38,17 @@ UNSET: Final[Any] = object()
 
 class MemoryEntry:
     """One stored value. ``value`` and ``expires`` never change (a set makes a new
-    entry); ``copy``, ``copier``, ``element_copier``, ``shared`` and ``rebuilds`` are
-    free for the provider to attach a faster-to-rebuild form of the decoded value,
-    functions copying it (and its one element, for a ``@cached`` envelope), the
-    decoded value itself, and a count of rebuilds (see
-    ``tasker_resilience._cache.reads``), valid for exactly this ``value``."""
+    entry); ``copy``, ``copier``, ``element_copier`` and ``shared`` are free for the
+    provider to attach a faster-to-rebuild form of the decoded value, functions copying
+    it (and its one element, for a ``@cached`` envelope) and the decoded value itself
+    (see ``tasker_resilience._cache.reads``), valid for exactly this ``value``."""
 
-    __slots__ = ("copier", "copy", "element_copier", "expires", "rebuilds", "shared", "value")
+    __slots__ = ("copier", "copy", "element_copier", "expires", "shared", "value")
 
     def __init__(self, value: bytes, expires: float) -> None:
         self.value: Final = value
         self.expires: Final = expires  # monotonic time; inf = never
         self.copy: bytes | None = None
-        self.rebuilds = 0  # hits served from ``copy``: a hot entry gets a faster copier
         self.copier: Callable[[Any], Any] | None = None
         self.element_copier: Callable[[Any], Any] | None = None
         self.shared: Any = UNSET
