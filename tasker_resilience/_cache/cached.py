@@ -221,6 +221,11 @@ def cached(
         raise TypeError(f"@cached condition must be a callable, not {condition!r}")
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+        if isinstance(func, (classmethod, staticmethod)):
+            # Above @classmethod / @staticmethod: cache the function inside and wrap the
+            # result the same way (a classmethod object cannot be called directly).
+            inner: Any = func.__func__
+            return cast(CachedFunction[P, R], type(func)(decorate(inner)))
         keys = KeyBuilder(func, namespace=namespace, version=str(version), custom=key)
         all_entries = escape_glob(keys.base) + "*"
         # The bound method: calling the instance goes through its type's __call__ slot.

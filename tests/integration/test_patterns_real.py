@@ -32,7 +32,10 @@ _PATTERN_ALPHABET = _ALPHABET + "*?[]"
 
 
 def _suffixes() -> list[str]:
-    short = ["".join(chars) for size in (1, 2) for chars in itertools.product(_ALPHABET, repeat=size)]
+    sizes = (1, 2)
+    short = [
+        "".join(chars) for size in sizes for chars in itertools.product(_ALPHABET, repeat=size)
+    ]
     longer = ["ab-", "a-b", "]]a", "[ab", "\\*a", "ééa", "a*?", "b^]", "_`a"]
     return ["", *short, *longer]
 
