@@ -11,6 +11,7 @@ import pybreaker
 
 from tasker_resilience._breakers.breaker import Breaker, Clock
 from tasker_resilience._config.schema import BreakersConfig
+from tasker_resilience._forks import new_lock_after_fork
 
 __all__ = ["BreakerRegistry", "StorageFactory"]
 
@@ -46,6 +47,7 @@ class BreakerRegistry:
         self._storage_factory = storage_factory
         self._breakers: dict[str, Breaker] = {}
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     def get(self, name: str) -> Breaker:
         """The breaker called ``name`` (the same object every time)."""

@@ -33,6 +33,7 @@ from tasker_resilience._cache.keys import KeyBuilder, escape_glob
 from tasker_resilience._cache.limits import checked_ttl
 from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import Serializer, get_serializer
+from tasker_resilience._forks import after_fork_in_child
 from tasker_resilience._resilience import current
 
 __all__ = ["CachedFunction", "cached"]
@@ -108,6 +109,12 @@ class _ThreadFlights:
 
     def __init__(self) -> None:
         self._flights: dict[str, _Flight] = {}
+        # A forked child must not wait for a computation another thread of the parent
+        # was running: nothing in the child would ever finish it.
+        after_fork_in_child(self, _ThreadFlights._forget)
+
+    def _forget(self) -> None:
+        self._flights = {}
 
     def run(self, key: str, compute: Callable[[], T]) -> T:
         while True:
@@ -128,7 +135,9 @@ class _ThreadFlights:
             flight.error = exc
             raise
         finally:
-            del self._flights[key]
+            # pop: a function that forks returns in the child too, where the table
+            # was reset (see _forget).
+            self._flights.pop(key, None)
             flight.done.set()
         return value
 
@@ -139,6 +148,10 @@ class _TaskFlights:
     def __init__(self) -> None:
         # (loop, key): futures belong to one loop; entries live only while in flight.
         self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Any]] = {}
+        after_fork_in_child(self, _TaskFlights._forget)  # as for threads
+
+    def _forget(self) -> None:
+        self._flights = {}
 
     async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         loop = asyncio.get_running_loop()

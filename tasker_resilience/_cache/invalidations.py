@@ -28,6 +28,8 @@ import threading
 from collections import deque
 from typing import Final, Literal, NamedTuple
 
+from tasker_resilience._forks import after_fork_in_child
+
 __all__ = [
     "DELETE",
     "DELETE_PATTERN",
@@ -110,6 +112,19 @@ class PendingInvalidations:
         self._epoch = 0  # bumped when everything pending is replaced (an overflow)
         self._claimed = False
         self._lock = threading.Lock()
+        after_fork_in_child(self, PendingInvalidations._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the lock and the claim of a replay that was in flight in
+        another thread of the parent are released, and what it held is pending again
+        (first in line), so the child replays it."""
+        self._lock = threading.Lock()
+        self._claimed = False
+        for key in reversed(list(self._taken)):
+            if key not in self._again:  # those are queued already
+                self._queue.appendleft(key)
+        self._taken.clear()
+        self._again.clear()
 
     # --- recording -------------------------------------------------------------------------
 

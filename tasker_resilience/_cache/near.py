@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Final
 from tasker_resilience._breakers.breaker import counter_value
 from tasker_resilience._cache.backends.globs import PatternMatcher
 from tasker_resilience._cache.backends.memory_backend import MemoryEntry
+from tasker_resilience._forks import after_fork_in_child
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import NearConfig
@@ -100,6 +101,7 @@ class NearTier:
         self._entries: OrderedDict[str, NearEntry] = OrderedDict()
         self._fills: dict[str, _Fill] = {}
         self._lock = threading.Lock()
+        after_fork_in_child(self, NearTier.after_fork)
         self._generation = 0
         self._ended: dict[int, float] = {}
         self._degraded = False
@@ -145,10 +147,12 @@ class NearTier:
 
     def after_fork(self) -> None:
         """In a forked child: the parent's channel is not this process's, and a lock
-        another thread held at the fork would never be released here."""
+        another thread held at the fork would never be released here (run by
+        ``tasker_resilience._forks`` in every child; the listener restarts the channel)."""
         self._lock = threading.Lock()
         self._fills = {}
-        self.tracking_down()
+        if self.mode == TRACKING or self.tracking_connected:
+            self.tracking_down()
 
     def unavailable(self) -> None:
         """The backend did not answer: invalidations may be missed from now on."""

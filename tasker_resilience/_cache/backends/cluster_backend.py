@@ -39,6 +39,7 @@ from tasker_resilience._cache.backends.topology import topology_of
 from tasker_resilience._cache.invalidations import DELETE, DELETE_PATTERN, Step
 from tasker_resilience._cache.keys import escape_glob
 from tasker_resilience._config.schema import RedisConfig
+from tasker_resilience._forks import after_fork_in_child
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -73,6 +74,7 @@ class RedisClusterBackend(RedisBackend):
         self._cache_breaker: Breaker | None = None
         self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._slots_lock = threading.Lock()
+        after_fork_in_child(self, _renew_slots_lock)
 
     @classmethod
     def from_cluster_config(cls, config: CacheConfig) -> RedisClusterBackend:
@@ -337,3 +339,7 @@ def _batches(keys: Iterator[Any]) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+def _renew_slots_lock(backend: RedisClusterBackend) -> None:
+    backend._slots_lock = threading.Lock()  # in a forked child (see tasker_resilience._forks)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from tasker_resilience._errors import ConfigurationError
+from tasker_resilience._forks import new_lock_after_fork
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -208,6 +210,7 @@ _BUILTIN: dict[str, str] = {
 }
 _registered: dict[str, BackendFactory] = {}
 _lock = threading.Lock()
+new_lock_after_fork(sys.modules[__name__])
 
 
 def register_backend(name: str, factory: BackendFactory, *, replace: bool = False) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tasker_resilience._cache.backends.contract import InProcessAsyncMixin
 from tasker_resilience._cache.backends.globs import glob_to_regex
+from tasker_resilience._forks import new_lock_after_fork
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -81,6 +82,7 @@ class MemoryBackend(InProcessAsyncMixin):
         # Every access (even a get, which reorders the LRU order) takes this lock;
         # nothing slow runs under it.
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     @classmethod
     def from_config(cls, config: CacheConfig) -> MemoryBackend:

@@ -42,6 +42,7 @@ from tasker_resilience._breakers.policy import FailurePolicy
 from tasker_resilience._cache.backends.contract import NodeUnavailable
 from tasker_resilience._cache.invalidations import PendingInvalidations, ReplayPlan, Step
 from tasker_resilience._config.schema import BreakerConfig
+from tasker_resilience._forks import new_lock_after_fork
 
 __all__ = ["NODE_BREAKER_PREFIX", "NodeCall", "NodeGuards"]
 
@@ -88,6 +89,7 @@ class NodeGuards:
         self._breakers: dict[str, Breaker] = {}
         self._pending: dict[str, PendingInvalidations] = {}
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     def configure(self, config: BreakerConfig, *, enabled: bool) -> None:
         """Take the ``cache`` breaker's thresholds (and on/off switch) for every node."""

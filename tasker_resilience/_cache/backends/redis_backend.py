@@ -63,6 +63,7 @@ from tasker_resilience._cache.backends.topology import (
 from tasker_resilience._config.redact import REDACTED
 from tasker_resilience._config.schema import RedisConfig
 from tasker_resilience._errors import ConfigurationError
+from tasker_resilience._forks import new_lock_after_fork
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -283,6 +284,7 @@ class RedisBackend(RedisCommands):
         self._async_clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
         self._last: tuple[asyncio.AbstractEventLoop | None, AsyncClient | None] = (None, None)
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     @classmethod
     def from_config(cls, config: CacheConfig) -> RedisBackend:
