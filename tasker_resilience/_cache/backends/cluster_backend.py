@@ -157,6 +157,11 @@ class RedisClusterBackend(RedisBackend):
         value: bytes | None = self._run(node, None, lambda: cluster.get(key))
         return value
 
+    def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        cluster = self._cluster()
+        node = cluster.get_node_from_key(key).name
+        return self._run(node, None, lambda: RedisBackend.get_with_ttl(self, key))
+
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         cluster = self._cluster()
         node = cluster.get_node_from_key(key).name
@@ -276,6 +281,11 @@ class RedisClusterBackend(RedisBackend):
         node = cluster.get_node_from_key(key).name
         value: bytes | None = await self._arun(node, None, lambda: cluster.get(key))
         return value
+
+    async def aget_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        cluster = await self._acluster()
+        node = cluster.get_node_from_key(key).name
+        return await self._arun(node, None, lambda: RedisBackend.aget_with_ttl(self, key))
 
     async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         cluster = await self._acluster()
