@@ -44,6 +44,7 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tasker_resilience._cache.backends.abortive import make_pool_abortive
 from tasker_resilience._cache.near import NearTier
 from tasker_resilience._forks import after_fork_in_child
 
@@ -82,7 +83,8 @@ def tracking_connection_factory(
     url: str, connect_timeout: float, socket_timeout: float
 ) -> Callable[[], Any]:
     """A factory of single, unpooled, retry-free connections to ``url`` (``rediss://``
-    and ``unix://`` included), built by redis-py from the same URL as the cache."""
+    and ``unix://`` included), built by redis-py from the same URL as the cache. Each
+    closes abortively (``abortive.py``): a dropped channel sends nothing late."""
     pool = redis.ConnectionPool.from_url(
         url,
         socket_connect_timeout=connect_timeout,
@@ -94,6 +96,7 @@ def tracking_connection_factory(
         # redis-py routes to handlers of its own.
         protocol=2,
     )
+    make_pool_abortive(pool)
     return pool.make_connection
 
 
