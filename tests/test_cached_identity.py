@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
-import subprocess
+import json
 import sys
 import textwrap
 import threading
@@ -23,8 +22,7 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience.testing import configure_for_tests
-
-PACKAGE_ROOT = Path(tr.__file__).resolve().parent.parent
+from tests.package_python import run_python
 
 FACTORIES = """
 import functools
@@ -121,20 +119,8 @@ def test_keys_are_the_same_in_another_process(factories: ModuleType, tmp_path: P
     here = factories.keys()
     assert len(set(here)) == len(here)  # eight functions, eight keys
     script = "import json, fx_factories; print(json.dumps(fx_factories.keys()))"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), str(tmp_path)])
-    env.update(TASKER_ENV="test", TASKER_COMMON__CACHE__BACKEND="memory")
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = run_python("-c", script, cwd=tmp_path, TASKER_COMMON__CACHE__BACKEND="memory")
     assert result.returncode == 0, result.stderr
-    import json
 
     # The same keys after key_prefix (this process's test settings set another prefix).
     assert [key.split(":", 1)[1] for key in json.loads(result.stdout)] == [

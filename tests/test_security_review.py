@@ -6,7 +6,6 @@ The CLI runs as a real subprocess, with the same package as this test process.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience.testing import configure_for_tests
+from tests.package_python import run_python
 
 PACKAGE_DIR = Path(tr.__file__).resolve().parent
 SECRET = "Pw0rdXyZ"
@@ -32,19 +32,8 @@ tr.register_backend("nodes-store", lambda config: MemoryBackend(name=config.back
 
 
 def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
-    # This test's own package first, then the project (its plugin module).
-    environment["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), str(cwd)])
-    environment.update(TASKER_ENV="test", **env)
-    return subprocess.run(
-        [sys.executable, "-m", "tasker_resilience", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # This test's own package, then the project (its plugin module).
+    return run_python("-m", "tasker_resilience", *args, cwd=cwd, **env)
 
 
 @pytest.fixture

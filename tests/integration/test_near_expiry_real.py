@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -37,27 +38,14 @@ def lazy_expiry_server() -> Iterator[LocalServer]:
         server.stop()
 
 
-def _wait_for_tracking(res: object, seconds: float = 10.0) -> None:
-    cache = res.cache  # type: ignore[attr-defined]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cache.near.mode == "tracking" and cache.near.tracking_connected:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the near tier's invalidation channel never came up")
-
-
-@pytest.mark.parametrize("tracking", ["on", "off"])
-def test_a_near_entry_read_from_the_server_ends_with_the_servers_ttl(
-    lazy_expiry_server: LocalServer, tracking: str
-) -> None:
+def _configure(server: LocalServer, tracking: str) -> Any:
     res = configure_for_tests(
         {
             "common": {
                 "cache": {
                     "backend": "redis",
                     "key_prefix": "near-ttl",
-                    "redis": {"url": lazy_expiry_server.url},
+                    "redis": {"url": server.url},
                     # ttl_seconds far longer than the key's TTL: only the server's TTL
                     # can end the entry in time.
                     "near": {"enabled": True, "tracking": tracking, "ttl_seconds": 600},
@@ -65,42 +53,46 @@ def test_a_near_entry_read_from_the_server_ends_with_the_servers_ttl(
             }
         }
     )
-    if tracking == "on":
-        _wait_for_tracking(res)
+    deadline = time.monotonic() + 10
+    while tracking == "on" and time.monotonic() < deadline:
+        if res.cache.near.mode == "tracking" and res.cache.near.tracking_connected:
+            return res
+        time.sleep(0.02)
+    assert tracking != "on", "the near tier's invalidation channel never came up"
+    return res
+
+
+@pytest.mark.parametrize("tracking", ["on", "off"])
+def test_a_near_entry_read_from_the_server_ends_with_the_servers_ttl(
+    lazy_expiry_server: LocalServer, tracking: str
+) -> None:
+    res = _configure(lazy_expiry_server, tracking)
     writer = redis.Redis.from_url(lazy_expiry_server.url, socket_timeout=5)
     try:
-        # Another process writes it with a 1 s TTL; this one reads it into its tier.
-        writer.set("near-ttl:session", b'J"v1"', px=1000)
-        assert res.cache.get("session") == "v1"
-        assert res.cache.get("session") == "v1"
-        assert res.cache.stats()["near"]["hit"] >= 1  # served from the tier
-        time.sleep(1.3)
-        assert res.cache.get("session") is None  # not a near hit past the server's TTL
-        # The key never expiring on the server: the entry is kept (tracking) or
-        # bounded by ttl_seconds (off), as before.
+        # Another process writes them (one with a 1.5 s TTL); this one reads them into
+        # its tier once the server has reported those writes (tracking).
+        written = time.monotonic()
+        writer.set("near-ttl:session", b'J"v1"', px=1500)
         writer.set("near-ttl:forever", b'J"v2"')
+        time.sleep(0.3)
+        assert res.cache.get("session") == "v1"
         assert res.cache.get("forever") == "v2"
         hits = res.cache.stats()["near"]["hit"]
+        assert res.cache.get("session") == "v1"
         assert res.cache.get("forever") == "v2"
-        assert res.cache.stats()["near"]["hit"] == hits + 1
+        assert res.cache.stats()["near"]["hit"] == hits + 2  # both served from the tier
+        time.sleep(max(0.0, written + 1.8 - time.monotonic()))
+        assert res.cache.get("session") is None  # not a near hit past the server's TTL
+        # The key that never expires on the server stays: kept until invalidated
+        # (tracking), or for ttl_seconds (off), as before.
+        assert res.cache.get("forever") == "v2"
+        assert res.cache.stats()["near"]["hit"] == hits + 3
     finally:
         writer.close()
 
 
 async def test_the_async_read_brings_the_ttl_too(lazy_expiry_server: LocalServer) -> None:
-    res = configure_for_tests(
-        {
-            "common": {
-                "cache": {
-                    "backend": "redis",
-                    "key_prefix": "near-ttl",
-                    "redis": {"url": lazy_expiry_server.url},
-                    "near": {"enabled": True, "tracking": "on", "ttl_seconds": 600},
-                }
-            }
-        }
-    )
-    _wait_for_tracking(res)
+    res = _configure(lazy_expiry_server, "on")
     writer = redis.Redis.from_url(lazy_expiry_server.url, socket_timeout=5)
     try:
         writer.set("near-ttl:token", b'J"t1"', px=800)

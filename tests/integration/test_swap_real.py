@@ -10,9 +10,6 @@ closed under them. Real threads against a real server.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -23,6 +20,7 @@ import pytest
 
 import tasker_resilience as tr
 from tasker_resilience._resilience import reset_current
+from tests.package_python import run_python
 
 pytestmark = pytest.mark.integration
 
@@ -154,18 +152,7 @@ def test_reconfiguring_during_asyncio_run_jobs_prints_no_loop_errors(
         print("failures", len(failures), failures[:3])
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(tr.__file__)), env.get("PYTHONPATH", "")]
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    result = run_python("-c", script, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "failures 0 []" in result.stdout
     assert "Event loop is closed" not in result.stderr
