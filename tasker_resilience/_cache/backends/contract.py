@@ -117,12 +117,14 @@ class CacheBackend(Protocol):
         """Remove every live key matching the glob ``pattern``; returns how many.
 
         The syntax is Redis ``SCAN MATCH``'s, matched against the whole key: ``*`` any
-        run of characters (``:`` included), ``?`` one character, ``[abc]`` / ``[^abc]``
-        / ``[a-z]`` classes, and a backslash makes the next character literal
-        (``user\\*`` matches only the key ``user*``). Every other character, regex
-        metacharacters included, is literal. Expired keys are not counted.
-        ``tasker_resilience.glob_to_regex`` implements exactly this for in-process
-        backends (``fnmatch`` does not: it has no escapes).
+        run of characters (``:`` included), ``?`` one byte of the key's UTF-8,
+        ``[abc]`` / ``[^abc]`` / ``[a-z]`` classes, and a backslash makes the next
+        character literal (``user\\*`` matches only the key ``user*``). Every other
+        character, regex metacharacters included, is literal. Expired keys are not
+        counted. ``tasker_resilience.glob_to_regex(pattern).fullmatch(key)`` matches
+        exactly as the server does, Redis's edge cases included (``[b-]`` is a range,
+        an unclosed ``[`` still matches one byte): use it in in-process backends
+        (``fnmatch`` does not: it has no escapes).
         """
         ...
 
