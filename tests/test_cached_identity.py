@@ -264,3 +264,29 @@ def test_keys_of_module_functions_and_methods_are_unchanged() -> None:
     assert module.plain.cache_key(1).split(":")[1:4] == ["n", "plain_module.plain", "1"]
     box_key = module.Box.method.cache_key(module.Box(), 1)
     assert box_key.split(":")[1:4] == ["n", "plain_module.Box.method", "1"]
+
+
+def test_bound_methods_of_two_objects_never_share_results() -> None:
+    configure_for_tests()
+
+    class Rate:
+        def __init__(self, rate: float) -> None:
+            self.rate = rate
+
+        def __cache_key__(self) -> float:
+            return self.rate
+
+        def apply(self, amount: float) -> float:
+            return amount * self.rate
+
+    half, double = tr.cached()(Rate(0.5).apply), tr.cached()(Rate(2.0).apply)
+    assert half(10.0) == 5.0
+    assert double(10.0) == 20.0
+
+    class Opaque:
+        def apply(self, amount: float) -> float:
+            return amount
+
+    with pytest.raises(TypeError, match="key="):
+        tr.cached()(Opaque().apply)
+

@@ -157,6 +157,12 @@ def function_identity(func: Callable[..., Any], *, captured: bool = True) -> str
 
 
 def _identity(func: Any, captured: bool, seen: set[int]) -> str:
+    if isinstance(func, types.MethodType):
+        # A bound method: its object is state, as a closure's captured values are.
+        name = _identity(func.__func__, captured, seen)
+        if not captured:
+            return name
+        return name + "+" + _captured_digest(func, [("self", func.__self__)], seen)
     if isinstance(func, functools.partial):
         name = _identity(func.func, captured, seen)
         if not captured:
@@ -229,17 +235,15 @@ def _captured_text(value: Any, seen: set[int]) -> str:
         return "unassigned"
     if isinstance(value, types.ModuleType):
         return _text("M", value.__name__)
-    if isinstance(value, functools.partial) or inspect.isfunction(value):
+    if isinstance(value, (functools.partial, types.MethodType)) or inspect.isfunction(value):
         target = inspect.unwrap(value)  # a @cached function: the function it caches
         if id(target) in seen:
             return _text("R", function_id(target))  # itself, or a function calling it back
         return _text("F", _identity(target, True, seen | {id(target)}))
-    if isinstance(value, (types.BuiltinFunctionType, types.MethodType)):
+    if isinstance(value, types.BuiltinFunctionType):
         owner = getattr(value, "__self__", None)
-        if isinstance(value, types.MethodType) or not (
-            owner is None or isinstance(owner, types.ModuleType)
-        ):
-            raise TypeError("a bound method")  # its object's state is not encodable here
+        if not (owner is None or isinstance(owner, types.ModuleType)):
+            raise TypeError("a bound built-in method")  # its object's state is not encodable
         return _text("B", function_id(value))
     return canonical(value)
 
