@@ -289,4 +289,3 @@ def test_bound_methods_of_two_objects_never_share_results() -> None:
 
     with pytest.raises(TypeError, match="key="):
         tr.cached()(Opaque().apply)
-

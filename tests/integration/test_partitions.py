@@ -161,3 +161,68 @@ def test_every_connection_the_library_opens_closes_abortively(cache_url: str) ->
         assert _lingers_zero(channel._sock)
     finally:
         channel.disconnect()
+
+
+def _sync_sockets(client: Any) -> list[Any]:
+    from tasker_resilience._cache.backends.pool import pools_of
+
+    found = []
+    for pool in pools_of(client):
+        for connection in getattr(pool, "_connections", ()):
+            sock = getattr(connection, "_sock", None)
+            if sock is not None:
+                found.append(getattr(sock, "_sock", sock))  # under a deadline wrapper
+    return found
+
+
+async def _async_sockets(client: Any) -> list[Any]:
+    nodes = getattr(client, "nodes_manager", None)
+    if nodes is not None:
+        connections = [c for node in nodes.nodes_cache.values() for c in node._connections]
+    else:
+        pool = client.connection_pool
+        connections = list(pool._available_connections)
+        for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", ()):
+            connections += sentinel.connection_pool._available_connections
+    return [c._writer.get_extra_info("socket") for c in connections if c._writer is not None]
+
+
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+def test_cluster_nodes_and_sentinels_close_abortively(topology: str) -> None:
+    from tasker_resilience._operations.drill.topology import (
+        LocalCluster,
+        LocalSentinel,
+        topology_binaries,
+    )
+
+    if topology_binaries() is None:
+        pytest.skip("redis-server and redis-cli are not on PATH: no local cluster or sentinel")
+    with LocalCluster() if topology == "cluster" else LocalSentinel() as group:
+        res = configure_for_tests(
+            {
+                "common": {
+                    "cache": {"backend": "redis", "key_prefix": "lg", "redis": {"url": group.url}}
+                }
+            }
+        )
+        try:
+            res.cache.set("a", 1)
+            assert res.cache.get("a") == 1
+            backend: Any = res.cache.backend
+            sync_sockets = _sync_sockets(backend.client)
+            assert sync_sockets
+            assert all(map(_lingers_zero, sync_sockets))
+
+            async def async_lingers() -> tuple[int, bool]:
+                await res.cache.aset("b", 2)
+                assert await res.cache.aget("b") == 2
+                sockets = await _async_sockets(backend.async_client)
+                lingers = all(map(_lingers_zero, sockets))
+                await res.cache.aclose()
+                return len(sockets), lingers
+
+            count, lingers = asyncio.run(async_lingers())
+            assert count > 0
+            assert lingers
+        finally:
+            res.close()

@@ -115,19 +115,24 @@ def abortive(cls: type) -> type:
 
 
 def make_pool_abortive(pool: Any) -> None:
-    """New connections of ``pool`` close abortively; open ones get SO_LINGER now."""
+    """New connections of ``pool`` close abortively, and so do those it made already
+    (a cluster client connects while it is built): they take the abortive class (it
+    adds methods only), and an open socket gets SO_LINGER now."""
     cls = getattr(pool, "connection_class", None)
     if isinstance(cls, type):
         pool.connection_class = abortive(cls)
-    open_ones = [
+    made = [
         *getattr(pool, "_connections", ()),
         *getattr(pool, "_available_connections", ()),
         *getattr(pool, "_in_use_connections", ()),
     ]
-    for connection in open_ones:
+    for connection in made:
+        made_as: type = type(connection)
+        with contextlib.suppress(TypeError):  # a class whose layout cannot change
+            connection.__class__ = abortive(made_as)
         sock = getattr(connection, "_sock", None)
         if sock is not None:
-            linger_zero(sock)
+            linger_zero(getattr(sock, "_sock", sock))  # under a deadline wrapper too
 
 
 def make_abortive(client: Any) -> Any:
