@@ -100,6 +100,7 @@ def test_generated_patterns_match_the_server(corpus: tuple[redis.Redis, str, lis
     @given(st.text(alphabet=_PATTERN_ALPHABET, max_size=7))
     @example("[b-]")
     @example("[z-a]?")
+    @example("[^?-é")  # negated, a range to a byte over 0x7f: both readings
     def check(suffix_pattern: str) -> None:
         pattern = prefix + suffix_pattern
         server = _server_matches(client, pattern)

@@ -96,36 +96,39 @@ def _translate(pattern: bytes, either_sign: bool) -> str:
 def _class(pattern: bytes, i: int, either_sign: bool) -> tuple[int, set[int]]:
     """Parse the class whose ``[`` was just before ``i``: the index of its last byte
     (the ``]``, or the pattern's last byte when it never closes) and the bytes it
-    matches."""
+    matches (with ``either_sign``: under either reading of its ranges' ends)."""
     n = len(pattern)
     negate = i < n and pattern[i] == ord("^")
     if negate:
         i += 1
-    members: set[int] = set()
+    listed: set[int] = set()
+    ranges: list[tuple[int, int]] = []
     while True:
         if i < n and pattern[i] == ord("\\") and n - i >= 2:
             i += 1
-            members.add(pattern[i])
+            listed.add(pattern[i])
         elif i < n and pattern[i] == ord("]"):
             break
         elif i >= n:
             i -= 1  # unclosed: the class ends with the pattern
             break
         elif n - i >= 3 and pattern[i + 1] == ord("-"):
-            start, end = pattern[i], pattern[i + 2]
-            members.update(
-                byte
-                for byte in _ALL_BYTES
-                if _in_range(byte, start, end, True)
-                or (either_sign and _in_range(byte, start, end, False))
-            )
+            ranges.append((pattern[i], pattern[i + 2]))
             i += 2
         else:
-            members.add(pattern[i])
+            listed.add(pattern[i])
         i += 1
-    if negate:
-        members = set(_ALL_BYTES) - members
-    return i, members
+    matched: set[int] = set()
+    for signed in (True, False) if either_sign else (True,):
+        members = listed | {
+            byte
+            for byte in _ALL_BYTES
+            for start, end in ranges
+            if _in_range(byte, start, end, signed)
+        }
+        # Each reading negated on its own: the union is what either reading matches.
+        matched |= set(_ALL_BYTES) - members if negate else members
+    return i, matched
 
 
 class PatternMatcher:
