@@ -25,6 +25,7 @@ each node of a cluster (including nodes discovered later).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import socket
@@ -81,26 +82,40 @@ class AbortiveAsyncMixin:
         await super().disconnect(*args, **kwargs)  # type: ignore[misc]  # as above
 
     def _close(self) -> None:
-        # redis-py's synchronous close (its __del__, a client's __del__): through the
-        # transport only while its loop runs; otherwise the socket goes with the
-        # transport (SO_LINGER set: a reset, nothing late).
+        # redis-py's synchronous close (its __del__, a client's __del__), which may
+        # run in any thread: through the transport only from its own loop's thread;
+        # otherwise the abort is handed to that loop, or, when the loop has ended, the
+        # socket goes with the transport (SO_LINGER set: a reset, nothing late).
         if self._abort():
-            super()._close()  # type: ignore[misc]  # as above
+            super()._close()  # type: ignore[misc]  # the redis-py class it is mixed into
         else:
             self._writer = self._reader = None
 
     def _abort(self) -> bool:
-        """Abort the transport (drop its buffered bytes); False when its loop is gone."""
+        """Abort the transport (drop its buffered bytes). False when that could not
+        be done here and now: its loop has closed, or runs in another thread (then
+        the abort is scheduled there)."""
         writer = self._writer
         if writer is None:
             return True
         transport = writer.transport
         loop = getattr(transport, "_loop", None)
-        if loop is not None and loop.is_closed():
+        if loop is None:
+            with contextlib.suppress(RuntimeError):
+                transport.abort()
+            return True
+        if loop.is_closed():
             return False
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
-            transport.abort()
-        return True
+            if running is loop or not loop.is_running():
+                transport.abort()
+                return True
+            loop.call_soon_threadsafe(transport.abort)
+        return False
 
 
 @functools.cache
