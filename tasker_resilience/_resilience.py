@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from tasker_resilience._config.schema import (
     suggest,
 )
 from tasker_resilience._errors import ConfigurationError
+from tasker_resilience._forks import after_fork_in_child
 
 if TYPE_CHECKING:
     from tasker_resilience._cache.provider import CacheProvider
@@ -87,6 +89,7 @@ class Resilience:
         self._cache: CacheProvider | None = None
         self._caches: dict[str, CacheProvider] = {}
         self._cache_lock = threading.Lock()
+        after_fork_in_child(self, _renew_cache_lock)
         # None: the factory registered for settings.cache.backend (tests inject fakes).
         # Only the default cache uses an injected factory.
         self._backend_factory = backend_factory
@@ -204,6 +207,17 @@ def _host_sharing(settings: Settings) -> HostSharing | None:
 
 _current: Resilience | None = None
 _current_lock = threading.RLock()
+
+
+def _renew_cache_lock(resilience: Resilience) -> None:
+    resilience._cache_lock = threading.Lock()  # in a forked child (see _forks.py)
+
+
+def _renew_current_lock(module: Any) -> None:
+    module._current_lock = threading.RLock()
+
+
+after_fork_in_child(sys.modules[__name__], _renew_current_lock)
 
 
 def load_validated(

@@ -127,7 +127,11 @@ def test_new_keys_are_checked(key: str, value: Any, allowed: str) -> None:
             parse(breakers(table, **keys))
         error = info.value
         assert error.key == f"{BREAKERS}.{table}.{key}"
-        assert error.value == value
+        if isinstance(value, str):
+            # What failed to read as a number is never echoed (it may be a secret).
+            assert value not in str(error)
+        else:
+            assert error.value == value
         assert allowed in str(error)
 
 

@@ -122,7 +122,8 @@ def test_without_options_nothing_changes(res: Resilience) -> None:
 
 
 def test_a_lock_miss_takes_and_gives_back_the_lease(res: Resilience) -> None:
-    @tr.cached(ttl=60, lock=True)
+    # key=: the function captures the test's Resilience, which no key can encode.
+    @tr.cached(ttl=60, lock=True, key=str)
     def f(x: int) -> int:
         CALLS["f"] += 1
         # While the function runs, the lease is held in the cache.
@@ -476,7 +477,8 @@ def test_early_refresh_entries_carry_expiry_and_compute_time(res: Resilience) ->
 async def test_async_early_refresh_runs_in_the_background(res: Resilience) -> None:
     gate = asyncio.Event()
 
-    @tr.cached(ttl=60, early_refresh=True)
+    # key=: the function captures an asyncio.Event, which no key can encode.
+    @tr.cached(ttl=60, early_refresh=True, key=str)
     async def f(x: int) -> int:
         CALLS["f"] += 1
         if CALLS["f"] > 1:

@@ -164,7 +164,12 @@ def test_breaker_values_out_of_range(table: str, key: str, value: Any, allowed: 
         parse({"circuit_breakers": section})
     error = info.value
     assert error.key == f"common.circuit_breakers.{table}.{key}"
-    assert error.value == value
+    if isinstance(value, str):
+        # What does not read as a number is never echoed: it may be a misplaced secret.
+        assert value not in str(error)
+        assert "not shown" in str(error)
+    else:
+        assert error.value == value
     assert allowed in str(error)
     assert f"common.circuit_breakers.{table}.{key}" in str(error)
 

@@ -154,10 +154,10 @@ def test_pending_is_ordered_and_deduplicated() -> None:
     pending.add(DELETE_PATTERN, "p:u*")
     pending.add(DELETE, "p:a")
     assert pending.snapshot() == {"pending": 2, "overflowed": False}
-    plan = pending.plan()
+    plan = pending.take_all()
     assert plan.steps == (Step(DELETE, "p:a"), Step(DELETE_PATTERN, "p:u*"))
     assert plan.overflowed is False
-    pending.done(plan)
+    pending.settle(plan)
     assert pending.active is False
     assert len(pending) == 0
 
@@ -167,9 +167,9 @@ def test_overflow_becomes_one_namespace_drop() -> None:
     for key in ("a", "b", "c", "d"):
         pending.add(DELETE, "p:" + key)
     assert pending.overflowed is True
-    plan = pending.plan()
+    plan = pending.take_all()
     assert plan.steps == (Step(DELETE_PATTERN, "p:*"),)
-    pending.done(plan)
+    pending.settle(plan)
     assert pending.active is False
     assert pending.overflowed is False
 
@@ -177,21 +177,38 @@ def test_overflow_becomes_one_namespace_drop() -> None:
 def test_a_step_recorded_again_during_replay_stays_pending() -> None:
     pending = PendingInvalidations(10, "p:*")
     pending.add(DELETE, "p:a")
-    plan = pending.plan()
+    pending.add(DELETE_PATTERN, "p:u*")
+    plan = pending.take_all()
     pending.add(DELETE, "p:a")  # invalidated again while the replay was in flight
+    pending.add(DELETE_PATTERN, "p:u*")
     pending.add(DELETE, "p:b")
-    pending.done(plan)
+    pending.settle(plan)
     assert pending.active is True
-    assert pending.plan().steps == (Step(DELETE, "p:a"), Step(DELETE, "p:b"))
+    assert pending.take_all().steps == (
+        Step(DELETE, "p:a"),
+        Step(DELETE, "p:b"),
+        Step(DELETE_PATTERN, "p:u*"),
+    )
+
+
+def test_a_replay_given_back_is_first_in_line_again() -> None:
+    pending = PendingInvalidations(10, "p:*")
+    for key in ("a", "b", "c"):
+        pending.add(DELETE, "p:" + key)
+    epoch, taken = pending.take(2)
+    assert taken == ["p:a", "p:b"]
+    assert pending.covers("p:a")  # still pending while the replay holds it
+    pending.untake(epoch, taken)  # the backend failed
+    assert pending.take(3)[1] == ["p:a", "p:b", "p:c"]
 
 
 def test_an_overflow_during_replay_keeps_the_namespace_drop() -> None:
     pending = PendingInvalidations(1, "p:*")
     pending.add(DELETE, "p:a")
     pending.add(DELETE, "p:b")
-    plan = pending.plan()
+    plan = pending.take_all()
     pending.add(DELETE, "p:c")  # after the drop was planned: it may postdate the drop
-    pending.done(plan)
+    pending.settle(plan)
     assert pending.overflowed is True
     assert pending.active is True
 
@@ -209,5 +226,5 @@ def test_pending_is_thread_safe() -> None:
     for thread in threads:
         thread.join()
     assert len(pending) == 8000
-    pending.done(pending.plan())
+    pending.settle(pending.take_all())
     assert pending.active is False

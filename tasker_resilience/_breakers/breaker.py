@@ -48,6 +48,7 @@ from tasker_resilience._breakers.transitions import (
 from tasker_resilience._breakers.window import FAILURE_RATE, SLOW_CALL_RATE, SlidingWindow
 from tasker_resilience._config.schema import BreakerConfig
 from tasker_resilience._errors import CircuitOpenError
+from tasker_resilience._forks import new_lock_after_fork
 
 if TYPE_CHECKING:
     from tasker_resilience._breakers.host_sharing import HostChannel
@@ -147,6 +148,7 @@ class Breaker:
             listeners=[TransitionLogger(), *map(GuardedListener, listeners)],
         )
         self._lock = threading.Lock()
+        new_lock_after_fork(self)  # a child forked mid-call must not inherit it held
         self._state: StateName = CLOSED
         # Bumped on every transition: an outcome decided under an older state
         # (a slow call admitted while closed that returns after the trip) is stale

@@ -156,8 +156,11 @@ def default_directory() -> str | None:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime.startswith("/") and os.path.isdir(runtime):
         return os.path.join(runtime, "tasker-resilience")
-    if os.path.isdir("/dev/shm"):
-        return f"/dev/shm/tasker-resilience-{os.geteuid()}"
+    # A fixed name in a shared place is safe here only because private_directory()
+    # refuses it unless it is a real directory (no symlink) owned by us with mode 0700.
+    shm = "/dev/shm"  # nosec B108 # checked by private_directory(), see above
+    if os.path.isdir(shm):
+        return f"{shm}/tasker-resilience-{os.geteuid()}"
     return None
 
 

@@ -13,6 +13,7 @@ from tasker_resilience._breakers.breaker import Breaker, Clock
 from tasker_resilience._breakers.host_sharing import HostChannel, HostSharing
 from tasker_resilience._config.schema import CACHE_BREAKER, BreakerConfig, BreakersConfig, suggest
 from tasker_resilience._errors import ConfigurationError
+from tasker_resilience._forks import new_lock_after_fork
 
 __all__ = ["BreakerRegistry", "StorageFactory", "declare_guarded", "guarded_names"]
 
@@ -77,6 +78,7 @@ class BreakerRegistry:
         # its own (None: default_config, as any component).
         self._declared: dict[str, str | None] = {CACHE_BREAKER: None}
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     def declare(self, name: str, *, like: str | None = None) -> None:
         """Make ``name`` known before its first use. ``like``: the component whose

@@ -38,6 +38,7 @@ from tasker_resilience._cache.provider import CacheProvider
 from tasker_resilience._cache.serializers import Serializer, get_serializer
 from tasker_resilience._cache.typed import JsonShapes, ReturnTypes
 from tasker_resilience._config.schema import DEFAULT_CACHE, check_cache_name
+from tasker_resilience._forks import after_fork_in_child
 from tasker_resilience._resilience import current
 
 __all__ = ["CachedFunction", "cached"]
@@ -113,6 +114,12 @@ class _ThreadFlights:
 
     def __init__(self) -> None:
         self._flights: dict[str, _Flight] = {}
+        # A forked child must not wait for a computation another thread of the parent
+        # was running: nothing in the child would ever finish it.
+        after_fork_in_child(self, _ThreadFlights._forget)
+
+    def _forget(self) -> None:
+        self._flights = {}
 
     def run(self, key: str, compute: Callable[[], T]) -> T:
         while True:
@@ -133,7 +140,9 @@ class _ThreadFlights:
             flight.error = exc
             raise
         finally:
-            del self._flights[key]
+            # pop: a function that forks returns in the child too, where the table
+            # was reset (see _forget).
+            self._flights.pop(key, None)
             flight.done.set()
         return value
 
@@ -144,6 +153,10 @@ class _TaskFlights:
     def __init__(self) -> None:
         # (loop, key): futures belong to one loop; entries live only while in flight.
         self._flights: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Any]] = {}
+        after_fork_in_child(self, _TaskFlights._forget)  # as for threads
+
+    def _forget(self) -> None:
+        self._flights = {}
 
     async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         loop = asyncio.get_running_loop()
@@ -323,6 +336,11 @@ def cached(
     )
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+        if isinstance(func, (classmethod, staticmethod)):
+            # Above @classmethod / @staticmethod: cache the function inside and wrap the
+            # result the same way (a classmethod object cannot be called directly).
+            inner: Any = func.__func__
+            return cast(CachedFunction[P, R], type(func)(decorate(inner)))
         keys = KeyBuilder(func, namespace=namespace, version=str(version), custom=key)
         all_entries = escape_glob(keys.base) + "*"
         # The bound method: calling the instance goes through its type's __call__ slot.

@@ -26,15 +26,25 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import hashlib
 import inspect
 import marshal
 import pathlib
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["KeyBuilder", "canonical", "digest", "encode", "escape_glob", "function_id"]
+__all__ = [
+    "KeyBuilder",
+    "canonical",
+    "digest",
+    "encode",
+    "escape_glob",
+    "function_id",
+    "function_identity",
+]
 
 _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
@@ -122,10 +132,120 @@ def digest(text: str) -> str:
 
 
 def function_id(func: Callable[..., Any]) -> str:
-    """``module.qualname`` of a function, the part of the key that names it."""
-    module = getattr(func, "__module__", None) or "<unknown>"
-    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
-    return f"{module}.{qualname}"
+    """``module.qualname`` of a function (of a callable object: of its class)."""
+    named: Any = func if hasattr(func, "__qualname__") else type(func)
+    return f"{getattr(named, '__module__', None) or '<unknown>'}.{named.__qualname__}"
+
+
+def function_identity(func: Callable[..., Any], *, captured: bool = True) -> str:
+    """The part of a ``@cached`` key that names ``func``: the same in every process
+    running the same code, and different for any two functions that may compute
+    different results.
+
+    ``module.qualname`` names a module-level function or a method. A lambda, or a
+    function defined inside another (``<locals>`` in its qualname), adds its definition
+    site: ``@line``, and for a lambda a digest of its body (two lambdas may share a
+    line). A closure adds a digest of the values it captures, encoded like arguments;
+    a ``functools.partial``, of its bound arguments; a callable object, of itself (its
+    ``__cache_key__``, or a dataclass's fields). ``captured=False`` (with an explicit
+    ``key=``) leaves captured values out: such functions may share entries on purpose.
+
+    Raises ``TypeError`` naming ``key=`` and ``namespace=`` when a captured value cannot
+    be encoded: closures of one factory would otherwise share entries.
+    """
+    return _identity(func, captured, set())
+
+
+def _identity(func: Any, captured: bool, seen: set[int]) -> str:
+    if isinstance(func, types.MethodType):
+        # A bound method: its object is state, as a closure's captured values are.
+        name = _identity(func.__func__, captured, seen)
+        if not captured:
+            return name
+        return name + "+" + _captured_digest(func, [("self", func.__self__)], seen)
+    if isinstance(func, functools.partial):
+        name = _identity(func.func, captured, seen)
+        if not captured:
+            return name
+        bound = [("*", list(func.args)), ("**", dict(func.keywords))]
+        return name + "+" + _captured_digest(func, bound, seen)
+    code = getattr(func, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        name = function_id(func)
+        if captured and not isinstance(func, (types.BuiltinFunctionType, type)):
+            # A callable object: its state is what a closure's captured values are.
+            name += "+" + _captured_digest(func, [("self", func)], seen)
+        return name
+    name = function_id(func)
+    qualname = func.__qualname__
+    local = "<locals>" in qualname
+    if local or "<lambda>" in qualname:
+        name += f"@{code.co_firstlineno}"
+        if qualname.rsplit(".", 1)[-1] == "<lambda>":
+            name += "~" + _body_digest(code)
+    closure = func.__closure__
+    if captured and local and closure:
+        seen = seen | {id(func)}
+        values = []
+        for variable, cell in zip(code.co_freevars, closure, strict=True):
+            try:
+                values.append((variable, cell.cell_contents))
+            except ValueError:  # not assigned yet (a function decorated before its name)
+                values.append((variable, _UNASSIGNED))
+        name += "+" + _captured_digest(func, values, seen)
+    return name
+
+
+_UNASSIGNED: Final = ("unassigned cell",)
+
+
+def _body_digest(code: types.CodeType) -> str:
+    """8 hex digits over a code object's bytecode, names and plain constants."""
+    parts: list[Any] = [code.co_code, code.co_names]
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            parts.append(_body_digest(constant))
+        elif type(constant) in _SCALARS or constant is None:
+            parts.append(constant)
+    return hashlib.blake2b(marshal.dumps(tuple(parts), 2), digest_size=4).hexdigest()
+
+
+def _captured_digest(func: Any, values: list[tuple[str, Any]], seen: set[int]) -> str:
+    """16 hex digits over the encoded captured ``values`` of ``func``."""
+    encoded = []
+    for variable, value in values:
+        try:
+            encoded.append((variable, _captured_text(value, seen)))
+        except (TypeError, RecursionError):
+            raise TypeError(
+                f"@cached cannot tell {function_id(func)} apart from other functions made "
+                f"the same way: it captures {variable!r}, a {type(value).__qualname__}, which "
+                "cannot be encoded into its cache key (closures of one factory, or partials "
+                "of one function, would share entries). Give @cached(key=...) a key "
+                "function (then every function with the same namespace= and key shares "
+                "entries: give each a namespace= of its own if they must not), or give "
+                "that value a __cache_key__(self) method"
+            ) from None
+    return digest(canonical(encoded))[:16]
+
+
+def _captured_text(value: Any, seen: set[int]) -> str:
+    """A captured value's canonical text; functions by their identity (cycles cut)."""
+    if value is _UNASSIGNED:
+        return "unassigned"
+    if isinstance(value, types.ModuleType):
+        return _text("M", value.__name__)
+    if isinstance(value, (functools.partial, types.MethodType)) or inspect.isfunction(value):
+        target = inspect.unwrap(value)  # a @cached function: the function it caches
+        if id(target) in seen:
+            return _text("R", function_id(target))  # itself, or a function calling it back
+        return _text("F", _identity(target, True, seen | {id(target)}))
+    if isinstance(value, types.BuiltinFunctionType):
+        owner = getattr(value, "__self__", None)
+        if not (owner is None or isinstance(owner, types.ModuleType)):
+            raise TypeError("a bound built-in method")  # its object's state is not encodable
+        return _text("B", function_id(value))
+    return canonical(value)
 
 
 _SCALARS: Final[frozenset[type]] = frozenset({type(None), bool, int, float, str, bytes})
@@ -236,7 +356,8 @@ class KeyBuilder:
         for label, part in (("namespace", namespace), ("version", version)):
             if not isinstance(part, str) or not part or ":" in part:
                 raise ValueError(f"@cached {label} must be a non-empty string without ':'")
-        self.base: Final = f"{namespace}:{function_id(func)}:{version}:"
+        identity = function_identity(func, captured=custom is None)
+        self.base: Final = f"{namespace}:{identity}:{version}:"
         """``namespace:module.qualname:version:`` (for ``delete_pattern(base + "*")``)."""
         self._raw = self.base + "x"  # before a spelled-out encoding (see _digest)
         self._custom = custom
@@ -307,72 +428,94 @@ class KeyBuilder:
         return tuple(bound.arguments.values())
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        memo = self._memo
-        if memo is None:
-            return self._custom_key(args, kwargs)
-        if not kwargs and len(args) == self._arity:
-            # The common shape, a call with every argument in place.
-            if self._arity == 1:
-                arg = args[0]
-                cls = type(arg)
-                if cls is int:
-                    # Ids, the most common argument: remembered by value alone (only
-                    # exact ints reach this dict, so True cannot find 1's key).
-                    key = self._ints.get(arg)
-                    if key is None:
-                        # _digest and _remember written out: calling them costs ~0.18 us
-                        # per new id (measured), a fifth of the key on the 100k-ids path.
-                        data = _dumps(args, 2)
-                        key = (
-                            self._raw + data.hex()
-                            if len(data) <= RAW_MAX_BYTES
-                            else (self.base + _digest(data))
-                        )
-                        if len(self._ints) >= MEMO_SIZE:
-                            self._ints.clear()
-                        self._ints[arg] = key
-                    return key
-                if cls in _NUMBERS:
-                    # float (0.0 == -0.0 but they encode apart), bool, None: a few bytes
-                    # to spell out, cheaper than remembering.
-                    return self._raw + _dumps(args, 2).hex()
-                if self._typed:
-                    # Within one of these exact types equal values encode alike, and the
-                    # type in the slot keeps "1" and b"1" apart: no encoding needed.
-                    slot: Any = None
-                    if cls in _MEMO_TYPES:
-                        if len(arg) <= _MEMO_MAX_BYTES:
-                            slot = (cls, arg)
-                    elif (
-                        cls is tuple
-                        and len(arg) <= _MEMO_MAX_ITEMS
-                        and _MEMO_ITEMS.issuperset(map(type, arg))
-                    ):
-                        # Among int, str, bytes and None only equal values of one type are
-                        # equal (bool, whose True == 1, is left out): the tuple is the slot.
-                        slot = (cls, arg)
-                        for item in arg:  # a plain loop: no generator frame
-                            if type(item) in _TEXTS and len(item) > _MEMO_MAX_BYTES:
-                                slot = None
-                                break
-                    if slot is not None:
-                        key = memo.get(slot)
+        try:
+            memo = self._memo
+            if memo is None:
+                return self._custom_key(args, kwargs)
+            if not kwargs and len(args) == self._arity:
+                # The common shape, a call with every argument in place.
+                if self._arity == 1:
+                    arg = args[0]
+                    cls = type(arg)
+                    if cls is int:
+                        # Ids, the most common argument: remembered by value alone (only
+                        # exact ints reach this dict, so True cannot find 1's key).
+                        key = self._ints.get(arg)
                         if key is None:
-                            key = self.base + _digest(encode(args))
-                            self._remember(memo, slot, key)
+                            # _digest and _remember written out: calling them costs ~0.18 us
+                            # per new id (measured), a fifth of the key on the 100k-ids path.
+                            data = _dumps(args, 2)
+                            key = (
+                                self._raw + data.hex()
+                                if len(data) <= RAW_MAX_BYTES
+                                else (self.base + _digest(data))
+                            )
+                            if len(self._ints) >= MEMO_SIZE:
+                                self._ints.clear()
+                            self._ints[arg] = key
                         return key
-            values = args
-        else:
-            values = self.values(args, kwargs)
-        data = encode(values)
-        if len(data) <= RAW_MAX_BYTES:
-            return self._raw + data.hex()  # spelled out: cheaper than the memo
-        key = memo.get(data)
-        if key is None:
-            key = self.base + _digest(data)
-            if len(data) <= _MEMO_MAX_BYTES:
-                self._remember(memo, data, key)
-        return key
+                    if cls in _NUMBERS:
+                        # float (0.0 == -0.0 but they encode apart), bool, None: a few bytes
+                        # to spell out, cheaper than remembering.
+                        return self._raw + _dumps(args, 2).hex()
+                    if self._typed:
+                        # Within one of these exact types equal values encode alike, and the
+                        # type in the slot keeps "1" and b"1" apart: no encoding needed.
+                        slot: Any = None
+                        if cls in _MEMO_TYPES:
+                            if len(arg) <= _MEMO_MAX_BYTES:
+                                slot = (cls, arg)
+                        elif (
+                            cls is tuple
+                            and len(arg) <= _MEMO_MAX_ITEMS
+                            and _MEMO_ITEMS.issuperset(map(type, arg))
+                        ):
+                            # Among int, str, bytes and None only equal values of one type are
+                            # equal (bool, whose True == 1, is left out): the tuple is the slot.
+                            slot = (cls, arg)
+                            for item in arg:  # a plain loop: no generator frame
+                                if type(item) in _TEXTS and len(item) > _MEMO_MAX_BYTES:
+                                    slot = None
+                                    break
+                        if slot is not None:
+                            key = memo.get(slot)
+                            if key is None:
+                                key = self.base + _digest(encode(args))
+                                self._remember(memo, slot, key)
+                            return key
+                values = args
+            else:
+                values = self.values(args, kwargs)
+            data = encode(values)
+            if len(data) <= RAW_MAX_BYTES:
+                return self._raw + data.hex()  # spelled out: cheaper than the memo
+            key = memo.get(data)
+            if key is None:
+                key = self.base + _digest(data)
+                if len(data) <= _MEMO_MAX_BYTES:
+                    self._remember(memo, data, key)
+            return key
+        except RecursionError:
+            # A value that contains itself (or nests past what can be encoded).
+            raise self._unencodable(args, kwargs) from None
+
+    def _unencodable(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TypeError:
+        """The TypeError for a call whose key cannot be built, naming the argument."""
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            return exc
+        what = "the value returned by the key= function"
+        for name, value in bound.arguments.items():
+            try:
+                encode((value,))
+            except (RecursionError, ValueError):
+                what = f"argument {name!r}"
+                break
+        return TypeError(
+            f"cannot build a cache key from {what}: it contains itself, or is nested too "
+            "deeply to encode; give @cached(key=...) a key function"
+        )
 
     @staticmethod
     def _remember(memo: dict[Any, str], slot: Any, key: str) -> None:

@@ -38,16 +38,18 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
 
 from tasker_resilience._breakers.breaker import counter_value
-from tasker_resilience._cache.backends.memory_backend import MemoryEntry, glob_to_regex
+from tasker_resilience._cache.backends.globs import PatternMatcher
+from tasker_resilience._cache.backends.memory_backend import MemoryEntry
+from tasker_resilience._forks import after_fork_in_child
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import NearConfig
 
-__all__ = ["PENDING", "TRACKING", "TTL", "NearEntry", "NearTier"]
+__all__ = ["PENDING", "TRACKING", "TTL", "NearEntry", "NearTier", "timed_reads"]
 
 TRACKING: Final = "tracking"
 """Entries are fresh until the server pushes an invalidation."""
@@ -99,6 +101,7 @@ class NearTier:
         self._entries: OrderedDict[str, NearEntry] = OrderedDict()
         self._fills: dict[str, _Fill] = {}
         self._lock = threading.Lock()
+        after_fork_in_child(self, NearTier.after_fork)
         self._generation = 0
         self._ended: dict[int, float] = {}
         self._degraded = False
@@ -144,10 +147,12 @@ class NearTier:
 
     def after_fork(self) -> None:
         """In a forked child: the parent's channel is not this process's, and a lock
-        another thread held at the fork would never be released here."""
+        another thread held at the fork would never be released here (run by
+        ``tasker_resilience._forks`` in every child; the listener restarts the channel)."""
         self._lock = threading.Lock()
         self._fills = {}
-        self.tracking_down()
+        if self.mode == TRACKING or self.tracking_connected:
+            self.tracking_down()
 
     def unavailable(self) -> None:
         """The backend did not answer: invalidations may be missed from now on."""
@@ -241,6 +246,14 @@ class NearTier:
                 return
             self._put(key, raw, ttl)
 
+    def fill_read(self, key: str, token: _Fill, fetched: Any) -> Any:
+        """:meth:`fill` with what a read returned: ``(bytes, seconds left)`` from
+        :func:`timed_reads`, or bare bytes / None from a backend that cannot say.
+        Returns the bytes (or None)."""
+        raw, ttl = fetched if type(fetched) is tuple else (fetched, None)
+        self.fill(key, token, raw, ttl)
+        return raw
+
     def put_local(self, key: str, raw: bytes, ttl: float | None) -> None:
         """This process wrote ``key`` but the backend did not take it (circuit open or
         failing): keep it, so this process reads its own write during the outage."""
@@ -269,8 +282,10 @@ class NearTier:
             self._fills.pop(key, None)
 
     def forget_pattern(self, pattern: str) -> None:
-        """This process deleted keys matching the glob ``pattern``."""
-        match = glob_to_regex(pattern).fullmatch
+        """This process deleted keys matching the glob ``pattern`` (as the server
+        matches it; where the server's reading of a range may differ by build, both
+        readings are dropped: dropping one entry too many only costs a read)."""
+        match = PatternMatcher(pattern, either_sign=True).fullmatch
         with self._lock:
             for key in [key for key in self._entries if match(key)]:
                 del self._entries[key]
@@ -324,3 +339,21 @@ class NearTier:
 
     def __repr__(self) -> str:
         return f"<NearTier mode={self.mode} entries={len(self)}/{self.max_entries}>"
+
+
+def timed_reads(backend: object) -> tuple[Callable[[str], Any], Callable[[str], Awaitable[Any]]]:
+    """The reads a provider with a near tier sends: the backend's ``get_with_ttl`` /
+    ``aget_with_ttl`` (the value and its remaining TTL in one round trip) when it has
+    them, else ``get`` / ``aget``.
+
+    The server reports an expired key only when it deletes it: lazily, when the key is
+    next touched, or when its sampling sweep gets to it, which with many keys holding
+    TTLs may be many minutes after the TTL ran out. Tracking therefore says nothing
+    about expiry in time, and an entry is bounded by the TTL read with it instead."""
+    get: Any = getattr(backend, "get", None)
+    aget: Any = getattr(backend, "aget", None)
+    timed = getattr(backend, "get_with_ttl", None)
+    atimed = getattr(backend, "aget_with_ttl", None)
+    if callable(timed) and callable(atimed):
+        return timed, atimed
+    return get, aget

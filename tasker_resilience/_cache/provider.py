@@ -52,7 +52,7 @@ from tasker_resilience._cache.invalidations import (
 )
 from tasker_resilience._cache.keys import escape_glob
 from tasker_resilience._cache.limits import checked_key, checked_ttl, key_error
-from tasker_resilience._cache.near import NearTier
+from tasker_resilience._cache.near import NearTier, timed_reads
 from tasker_resilience._cache.outcomes import (
     DELETE_OP,
     DELETE_PATTERN_OP,
@@ -141,6 +141,12 @@ class CacheProvider:
         )
         # The near tier: only in front of a distributed backend (an in-process one is near).
         self._near = near if enabled and self._get_entry is None else None
+        # The backend reads of _fetch/_afetch. Behind a near tier each one also brings
+        # the key's remaining TTL on the server (same round trip): see near.timed_reads.
+        reads: tuple[Callable[[str], Any], Callable[[str], Awaitable[Any]]] = (
+            (backend.get, backend.aget) if self._near is None else timed_reads(backend)
+        )
+        self._get_raw, self._aget_raw = reads
         # The breaker that decides alone whether a read is skipped (see _skips_reads):
         # with a near tier, an open circuit may still answer from it.
         self._read_breaker = breaker if self._near is None else None
@@ -358,7 +364,7 @@ class CacheProvider:
                 return value
             return miss
         near.available()
-        near.fill(full, token, raw)
+        raw = near.fill_read(full, token, raw)
         return self._finish_get(raw, serializer, enveloped, miss)
 
     def _near_stored(self, full: str, token: Any, data: bytes, seconds: float, result: Any) -> None:
@@ -451,7 +457,7 @@ class CacheProvider:
             if generation is None:
                 return self._get_skipped(key)
             try:
-                raw = self._backend.get(self._prefix + key)
+                raw = self._get_raw(self._prefix + key)
             except BaseException as exc:
                 return self._hot_read_raised(breaker, generation, key, exc)
             breaker._release(generation, None, self._policy)
@@ -472,9 +478,9 @@ class CacheProvider:
             # The replay is not through this key yet (later slices, or another
             # caller's in flight): the server may still hold a value this
             # process invalidated. Ask anyway (an honest probe), answer a miss.
-            self._backend.get(full)
+            self._get_raw(full)
             return None
-        return self._backend.get(full)
+        return self._get_raw(full)
 
     def _write(
         self,
@@ -677,7 +683,7 @@ class CacheProvider:
             if generation is None:
                 return self._get_skipped(key)
             try:
-                raw = await self._backend.aget(self._prefix + key)
+                raw = await self._aget_raw(self._prefix + key)
             except BaseException as exc:
                 return self._hot_read_raised(breaker, generation, key, exc)
             breaker._release(generation, None, self._policy)
@@ -695,9 +701,9 @@ class CacheProvider:
 
     async def _aget_after_replay(self, full: str) -> Any:
         if self._pending.active and not await self._areplay() and self._pending.covers(full):
-            await self._backend.aget(full)  # as in _fetch: a probe, answered as a miss
+            await self._aget_raw(full)  # as in _fetch: a probe, answered as a miss
             return None
-        return await self._backend.aget(full)
+        return await self._aget_raw(full)
 
     async def _awrite(
         self,

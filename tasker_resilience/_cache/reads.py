@@ -10,18 +10,16 @@ The copy policy of the in-process ``memory`` backend (JSON values):
   decoder returns, so a caller mutating a result never changes what the next hit
   sees, as with redis. The first hit of an entry decodes it and attaches the fastest
   way to copy it: a value nothing can mutate (a str, a number, bytes, None) is shared,
-  not copied; a small value (at most ``PLAN_CONTAINERS`` dicts and lists) is kept
-  decoded with a copier built for its exact shape, which copies its dicts and lists
-  and shares their immutable contents; a larger one is kept as a ``marshal`` image
-  that every hit rebuilds (cheaper than decoding the JSON again). An entry
-  rebuilt ``COMPILE_AFTER`` times is hot: it gets a builder compiled from its value
-  (a ``lambda`` whose body is the value as a literal, see :func:`compiled_copier`),
-  which rebuilds it faster than marshal, with the same fresh dicts and lists and
-  shared immutable leaves (``make bench``'s ``large_copy_6kb`` times both, and the
-  compile, paid once by the hit that crosses the threshold); values it cannot spell
-  as a literal (nan, infinities, ints past ``sys.get_int_max_str_digits``, deep
-  nesting) and values over ``COMPILE_MAX_BYTES`` stay with marshal. Either way the
-  copy costs what the value's object count costs;
+  not copied; a value whose dicts and lists a short plan can rebuild (at most
+  ``PLAN_STEPS`` steps, where a list of same-shaped records is one step plus one
+  record's) is kept decoded with a copier built for its exact shape, which copies its
+  dicts and lists and shares their immutable contents; any other is kept as a
+  ``marshal`` image of the decoded value, which every hit loads: marshal's C loop
+  rebuilds fresh dicts and lists faster than decoding the JSON again, and faster than
+  a long Python-level plan. The image is made here, by this process, from the
+  value it has just decoded, and lives only in this process's memory: it is never read
+  from the backend or from anywhere else. The copy costs what the value's object
+  count costs (``make bench``: ``cached_hit_6kb_vs_dogpile``);
 - **shared** (``@cached(shared=True)``): every hit hands out the one decoded object,
   as cachetools and dogpile.cache do. For callers that never mutate results; a
   mutation is then seen by every later hit of that entry in this process.
@@ -32,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import marshal
 from collections.abc import Callable
-from math import isfinite
 from typing import Any, Final
 
 from tasker_resilience._cache.backends.memory_backend import UNSET, MemoryEntry
@@ -125,12 +122,11 @@ class ReadDecoder:
                 if shared:
                     value = entry.shared
                     if value is UNSET:
-                        entry.shared = value = marshal.loads(image)
+                        # An image _first made in this process (see the module docstring).
+                        entry.shared = value = marshal.loads(image)  # nosec B302 # own image
                 else:
-                    value = marshal.loads(image)
-                    entry.rebuilds = rebuilds = entry.rebuilds + 1
-                    if rebuilds == COMPILE_AFTER:
-                        _compile_hot(entry, image)
+                    # Never untrusted input: _first made this image in this process.
+                    value = marshal.loads(image)  # nosec B302 # this process's own image
             else:
                 return self._first(entry, serializer, enveloped, miss, shared)
             if enveloped:
@@ -173,83 +169,18 @@ class ReadDecoder:
 
 _LEAVES: Final[frozenset[type]] = frozenset({str, int, float, bool, type(None), bytes})
 """What decoded JSON holds that nothing can mutate: shared, never copied."""
-PLAN_CONTAINERS: Final = 8
-"""Values with at most this many dicts and lists are copied by a per-entry plan; larger
-ones by marshal, whose C loop wins once there is much to rebuild."""
+PLAN_STEPS: Final = 8
+"""Values whose copy plan has at most this many steps are copied by it; others by
+marshal, whose C loop wins once there is much to rebuild one piece at a time. A step is
+one container of the plan: a list whose items all have one shape (a page of records)
+is one step plus its item's, however long it is."""
 
-
-COMPILE_AFTER: Final = 64
-"""marshal rebuilds of an entry after which it gets a compiled builder: compiling
-costs about as much as a hundred rebuilds save, so only hot entries get one."""
-COMPILE_MAX_BYTES: Final = 64 * 1024
-"""Entries whose stored form is larger stay with marshal (compile time and the code
-object grow with the value)."""
-_LITERAL_LEAVES: Final[frozenset[type]] = frozenset({str, int, bool, type(None), bytes})
-"""Leaves whose ``repr`` is a literal that evaluates back to an equal value of the same
-type (float is checked per value: ``nan`` and ``inf`` are names, not literals)."""
-_NO_BUILTINS: Final[dict[str, Any]] = {"__builtins__": {}}
-
-
-def _compile_hot(entry: MemoryEntry, image: bytes) -> None:
-    """Attach compiled copiers to a hot marshal-copied entry (nothing when it cannot
-    have one). Published as in ``_first``: the value, then the copiers."""
-    if len(entry.value) > COMPILE_MAX_BYTES:
-        return
-    value = marshal.loads(image)
-    copier = compiled_copier(value)
-    if copier is None:
-        return
-    entry.shared = value
-    if type(value) is list and len(value) == 1:  # a @cached envelope
-        entry.element_copier = compiled_copier(value[0])
-    entry.copier = copier
-
-
-def compiled_copier(value: Any) -> Callable[[Any], Any] | None:
-    """A function returning a fresh copy of ``value`` (decoded JSON) each call: the
-    value's ``repr`` compiled as the body of a ``lambda``, so CPython's own bytecode
-    builds new dicts and lists around shared constant leaves. None when ``value``
-    holds anything whose ``repr`` is not such a literal, or cannot be compiled.
-
-    Only exact dict (str keys), list, str, int, bool, None, bytes and finite float
-    pass the check, and the compiled code must read no name at all, so nothing but
-    literals is ever evaluated."""
-    if not _literal(value):
-        return None
-    try:
-        code = compile("lambda _: " + repr(value), "<cached value>", "eval")
-        build = eval(code, _NO_BUILTINS)  # literals only: checked above and below
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        return None  # nested past the parser's limit, or an int too long to spell
-    if code.co_names or build.__code__.co_names or build(None) != value:
-        return None
-    return build  # type: ignore[no-any-return]  # a lambda evaluated from checked source
-
-
-def _literal(value: Any) -> bool:
-    """True when ``value`` is built only of what :func:`compiled_copier` can spell."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        cls = type(item)
-        if cls in _LITERAL_LEAVES:
-            continue
-        if cls is float:
-            if not isfinite(item):
-                return False
-        elif cls is list:
-            pending.extend(item)
-        elif cls is dict:
-            if not all(type(key) is str for key in item):
-                return False
-            pending.extend(item.values())
-        else:
-            return False
-    return True
-
-
-class _TooLarge(Exception):
-    pass
+# A value's shape: what of it a copy must rebuild. None for a leaf; ("L",) a list of
+# leaves; ("D", ((key, shape), ...)) a dict and its container values; ("R", shape) a
+# list whose items (containers) all have that shape; ("M", ((index, shape), ...)) any
+# other list. Built for the exact value of one entry, which never changes.
+_Shape = Any
+_LIST_OF_LEAVES: Final = ("L",)
 
 
 def _same(value: Any) -> Any:
@@ -258,27 +189,57 @@ def _same(value: Any) -> Any:
 
 def copier_of(value: Any) -> Callable[[Any], Any] | None:
     """A function that copies ``value``'s dicts and lists, sharing its immutable leaves
-    (``_same`` for a leaf itself), or None when it has more than ``PLAN_CONTAINERS``
-    containers. Built once per entry for the exact shape of its value."""
-    if type(value) in _LEAVES:
-        return _same
+    (``_same`` for a leaf itself), or None when its plan would take more than
+    ``PLAN_STEPS`` steps. Built once per entry for the exact shape of its value."""
     try:
-        return _plan(value, [PLAN_CONTAINERS])
-    except _TooLarge:
+        shape = _shape(value)
+    except (_NotJson, RecursionError):
         return None
+    if shape is None:
+        return _same
+    if _steps(shape) > PLAN_STEPS:
+        return None
+    return _copier(shape)
 
 
-def _plan(value: Any, budget: list[int]) -> Callable[[Any], Any] | None:
-    """The copier of a container (None for a leaf: nothing to copy)."""
+class _NotJson(Exception):
+    pass
+
+
+def _shape(value: Any) -> _Shape:
     cls = type(value)
     if cls in _LEAVES:
         return None
-    budget[0] -= 1
-    if budget[0] < 0 or (cls is not dict and cls is not list):
-        raise _TooLarge
-    slots = value.items() if cls is dict else enumerate(value)
-    nested = tuple((slot, inner) for slot, item in slots if (inner := _plan(item, budget)))
-    shallow: Callable[[Any], Any] = dict.copy if cls is dict else list.copy
+    if cls is dict:
+        return ("D", tuple((key, s) for key, item in value.items() if (s := _shape(item))))
+    if cls is not list:
+        raise _NotJson
+    shapes = [_shape(item) for item in value]
+    if not any(shapes):
+        return _LIST_OF_LEAVES
+    first = shapes[0]
+    if first is not None and all(s == first for s in shapes):
+        return ("R", first)
+    return ("M", tuple((index, s) for index, s in enumerate(shapes) if s))
+
+
+def _steps(shape: _Shape) -> int:
+    kind = shape[0]
+    if kind == "L":
+        return 1
+    if kind == "R":
+        return 1 + _steps(shape[1])
+    return 1 + sum(_steps(inner) for _, inner in shape[1])
+
+
+def _copier(shape: _Shape) -> Callable[[Any], Any]:
+    kind = shape[0]
+    if kind == "L":
+        return list.copy
+    if kind == "R":
+        return _records(shape[1])
+    nested = tuple((slot, _copier(inner)) for slot, inner in shape[1])
+    shallow: Callable[[Any], Any] = dict.copy if kind == "D" else list.copy
     if not nested:
         return shallow
 
@@ -289,3 +250,28 @@ def _plan(value: Any, budget: list[int]) -> Callable[[Any], Any] | None:
         return fresh
 
     return copy
+
+
+def _records(item: _Shape) -> Callable[[Any], Any]:
+    """The copier of a list whose items all have the shape ``item``."""
+    if item[0] != "D" or not item[1]:
+        # Lists, or dicts of leaves only: one C-level call per item.
+        each = _copier(item)
+
+        def copy_each(original: Any) -> Any:
+            return list(map(each, original))
+
+        return copy_each
+    # Dicts with containers inside (a page of records): the loop written out, with no
+    # call per record besides its copy (about half marshal's time on a 6 KB page).
+    nested = tuple((key, _copier(inner)) for key, inner in item[1])
+    copy_dict = dict.copy
+
+    def copy_records(original: Any) -> Any:
+        fresh = list(map(copy_dict, original))
+        for record in fresh:
+            for key, inner in nested:
+                record[key] = inner(record[key])
+        return fresh
+
+    return copy_records

@@ -23,15 +23,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from tasker_resilience._cache.backends.contract import NodeUnavailable
-from tasker_resilience._cache.invalidations import (
-    DELETE,
-    PendingInvalidations,
-    ReplayPlan,
-    Step,
-)
+from tasker_resilience._cache.invalidations import PatternStep, PendingInvalidations
 
 if TYPE_CHECKING:
     from tasker_resilience._cache.backends.contract import CacheBackend
@@ -48,6 +43,14 @@ REPLAY_BATCH: Final = 500
 # One backend operation of a slice: (name, argument). "delete": one key; "delete_many":
 # a list of keys; "page": (pattern, cursor) -> next cursor (0: the pattern is done).
 _Op = tuple[str, Any]
+
+
+class _Resume(NamedTuple):
+    """A pattern part-way through its ``SCAN``: valid only for the recording it began
+    with (``step.seq``); recorded again since, the scan starts over."""
+
+    step: PatternStep
+    cursor: int
 
 
 class InvalidationReplay:
@@ -67,18 +70,16 @@ class InvalidationReplay:
         self._key_prefix = key_prefix
         self._slice_seconds = slice_seconds
         self._clock = clock
-        # A pattern step part-way through its SCAN, and the cursor to resume from.
-        self._resume: tuple[Step, int] | None = None
+        self._resume: _Resume | None = None
         self._paged = callable(getattr(backend, "delete_pattern_page", None))
         self._batched = callable(getattr(backend, "delete_many", None))
 
     def replay(self) -> bool:
         """Replay one slice. True when nothing is left pending afterwards; False when
         work remains, or while another caller's slice is in flight."""
-        plan = self.pending.claim()
-        if plan is None:
+        if not self.pending.claim():
             return False
-        work = self._slice(plan)
+        work = self._slice()
         try:
             op = next(work)
             while True:
@@ -86,16 +87,15 @@ class InvalidationReplay:
         except StopIteration:
             pass
         finally:
-            work.close()  # a backend error ended the slice: record what it finished, now
+            work.close()  # a backend error ended the slice: put back what it held, now
             self.pending.release()
         return not self.pending.active
 
     async def areplay(self) -> bool:
         """Async :meth:`replay`."""
-        plan = self.pending.claim()
-        if plan is None:
+        if not self.pending.claim():
             return False
-        work = self._slice(plan)
+        work = self._slice()
         try:
             op = next(work)
             while True:
@@ -140,65 +140,65 @@ class InvalidationReplay:
                         await backend.adelete(key)
             return 0
 
-    def _slice(self, plan: ReplayPlan) -> Generator[_Op, Any, None]:
-        """The backend operations of one slice; records what it finished."""
-        deadline = self._clock() + self._slice_seconds
-        finished: list[int] = []
-        keys = [i for i, (kind, _) in enumerate(plan.steps) if kind is DELETE]
-        patterns = [i for i, (kind, _) in enumerate(plan.steps) if kind is not DELETE]
-        try:
-            for start in range(0, len(keys), REPLAY_BATCH if self._batched else 1):
-                batch = keys[start : start + (REPLAY_BATCH if self._batched else 1)]
-                targets = [plan.steps[i].target for i in batch]
-                yield ("delete_many", targets) if self._batched else ("delete", targets[0])
-                finished.extend(batch)
-                if self._clock() >= deadline:
-                    return
-            for index in patterns:
-                step = plan.steps[index]
-                resume = self._resume
-                cursor = resume[1] if resume is not None and resume[0] == step else 0
-                while True:
-                    cursor = int((yield ("page", (step.target, cursor))))
-                    if not cursor:
-                        finished.append(index)
-                        self._resume = None
-                        break
-                    if self._clock() >= deadline:
-                        self._resume = (step, cursor)
-                        return
-                if self._clock() >= deadline:
-                    return
-        finally:
-            # Whatever ended the slice (the budget, or a backend error raised into
-            # it), the steps already applied are done.
-            self._done(plan, finished)
+    def _slice(self) -> Generator[_Op, Any, None]:
+        """The backend operations of one slice, each recorded as it completes.
 
-    def _done(self, plan: ReplayPlan, finished: list[int]) -> None:
-        if not finished:
-            return
-        if len(finished) < len(plan.steps):
-            part = ReplayPlan(
-                tuple(plan.steps[i] for i in finished),
-                False,
-                tuple(plan.seqs[i] for i in finished),
-            )
-            self.pending.done(part)
-            _LOGGER.info(
-                "cache: replayed %d of %d missed invalidation(s); the rest in later calls",
-                len(finished),
-                len(plan.steps),
-            )
-            return
-        self.pending.done(plan)
-        if plan.overflowed:
+        Single keys are taken from the pending queue a batch at a time, so each pending
+        invalidation is touched a constant number of times however long the backlog
+        (a batch the backend failed goes back to the front, once per failure)."""
+        deadline = self._clock() + self._slice_seconds
+        pending, batched = self.pending, self._batched
+        replayed = 0
+        while True:
+            epoch, keys = pending.take(REPLAY_BATCH if batched else 1)
+            if not keys:
+                break
+            try:
+                yield ("delete_many", keys) if batched else ("delete", keys[0])
+            except BaseException:
+                pending.untake(epoch, keys)  # the backend failed, or the caller is gone
+                raise
+            pending.finished(epoch, keys)
+            replayed += len(keys)
+            if self._clock() >= deadline:
+                self._log_partial(replayed)
+                return
+        for step in pending.pattern_steps():
+            resume = self._resume
+            cursor = resume.cursor if resume is not None and resume.step == step else 0
+            while True:
+                cursor = int((yield ("page", (step.pattern, cursor))))
+                if not cursor:
+                    self._resume = None
+                    if pending.pattern_done(step):
+                        self._log_pattern(step)
+                    break
+                if self._clock() >= deadline:
+                    # Resumed from here by the next slice, unless the step is recorded
+                    # again meanwhile (its sequence number then differs): start over.
+                    self._resume = _Resume(step, cursor)
+                    return
+            if self._clock() >= deadline:
+                return
+        if replayed:
+            _LOGGER.info("cache: replayed %d missed invalidation(s)", replayed)
+
+    def _log_partial(self, replayed: int) -> None:
+        _LOGGER.info(
+            "cache: replayed %d missed invalidation(s); %d left for later calls",
+            replayed,
+            len(self.pending),
+        )
+
+    def _log_pattern(self, step: PatternStep) -> None:
+        if step.overflowed:
             _LOGGER.warning(
                 "cache: more invalidations were missed during the outage than remembered; "
                 "dropped the whole %r namespace",
                 self._key_prefix,
             )
         else:
-            _LOGGER.info("cache: replayed %d missed invalidation(s)", len(plan.steps))
+            _LOGGER.info("cache: replayed the missed pattern invalidation %r", step.pattern)
 
 
 def _whole(backend: Any, arg: tuple[str, int]) -> int:

@@ -169,7 +169,9 @@ class PickleSerializer(JsonSerializer):
     def loads(self, data: bytes) -> Any:
         if data and data[0] == _PICKLE_TAG_INT:
             try:
-                return pickle.loads(data[1:])  # opt-in; the docs warn about it
+                # Opt-in (serializer = "pickle"), and the guide warns: anyone who can
+                # write to the cache server can run code in every reader.
+                return pickle.loads(data[1:])  # nosec B301 # opt-in, documented risk
             except Exception as exc:
                 raise SerializationError(f"stored pickle is unreadable: {exc}") from exc
         # JSON and bytes entries (written before the switch to pickle) stay readable.

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,7 +44,9 @@ import redis.exceptions as rex
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tasker_resilience._cache.backends.abortive import make_pool_abortive
 from tasker_resilience._cache.near import NearTier
+from tasker_resilience._forks import after_fork_in_child
 
 if TYPE_CHECKING:
     from tasker_resilience._cache.backends.contract import CacheBackend
@@ -83,7 +83,8 @@ def tracking_connection_factory(
     url: str, connect_timeout: float, socket_timeout: float
 ) -> Callable[[], Any]:
     """A factory of single, unpooled, retry-free connections to ``url`` (``rediss://``
-    and ``unix://`` included), built by redis-py from the same URL as the cache."""
+    and ``unix://`` included), built by redis-py from the same URL as the cache. Each
+    closes abortively (``abortive.py``): a dropped channel sends nothing late."""
     pool = redis.ConnectionPool.from_url(
         url,
         socket_connect_timeout=connect_timeout,
@@ -95,6 +96,7 @@ def tracking_connection_factory(
         # redis-py routes to handlers of its own.
         protocol=2,
     )
+    make_pool_abortive(pool)
     return pool.make_connection
 
 
@@ -135,10 +137,9 @@ class InvalidationListener:
         self._thread = self._new_thread()
         self._started = False
         # A child forked from this process (gunicorn --preload, multiprocessing "fork")
-        # inherits the tier but not this thread: without a reset it would trust its
-        # entries with no channel feeding it. The hook holds a weak reference only.
-        reference = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork_in_child(reference))
+        # inherits the tier but not this thread: the tier stops trusting its entries
+        # (its own reset), and this listener starts a channel of the child's own.
+        after_fork_in_child(self, InvalidationListener._after_fork)
 
     def _new_thread(self) -> threading.Thread:
         return threading.Thread(
@@ -152,7 +153,6 @@ class InvalidationListener:
 
     def _after_fork(self) -> None:
         self._connection = None  # the parent's socket: never read or closed from here
-        self._tier.after_fork()
         if self._started and not self._stop.is_set():
             self._thread = self._new_thread()
             self._thread.start()
@@ -292,12 +292,6 @@ class InvalidationListener:
             self._where,
             self._tier.config.ttl_seconds,
         )
-
-
-def _after_fork_in_child(reference: weakref.ref[InvalidationListener]) -> None:
-    listener = reference()
-    if listener is not None:
-        listener._after_fork()
 
 
 def _text(value: Any) -> str:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["REDACTED", "redact_url"]
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "REDACTED",
+    "SECRET_WORDS",
+    "Withheld",
+    "is_secret_name",
+    "redact_url",
+    "redact_value",
+    "withheld",
+]
 
 REDACTED = "***"
 
@@ -43,3 +54,52 @@ def redact_url(url: str) -> str:
         )
         rest = f"{base}?{query}"
     return f"{scheme}{sep}{rest}"
+
+
+SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "api_key")
+"""A setting (or a table entry) whose name holds one of these is a secret: never shown."""
+
+
+def is_secret_name(name: object) -> bool:
+    """True for a setting name like ``password``, ``sentinel_password``, ``api_token``."""
+    lowered = str(name).lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` as it may be shown: every URL-shaped string in it (anything with
+    ``://``, wherever it sits: a list of node URLs, a table inside a list, a sentence
+    naming a URL) through :func:`redact_url`, and entries of tables whose names say
+    they are secrets replaced by ``***``. Anything else is returned as it is."""
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if is_secret_name(key) else redact_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(item) for item in value)
+    return value
+
+
+class Withheld:
+    """Stands for a value an error must not echo (its ``repr`` says what it was)."""
+
+    __slots__ = ("description",)
+
+    def __init__(self, value: object) -> None:
+        size = f" of {len(value)} characters" if isinstance(value, str) else ""
+        self.description = f"<a {type(value).__name__}{size}, not shown>"
+
+    def __repr__(self) -> str:
+        return self.description
+
+
+def withheld(value: object) -> object:
+    """For an error about a numeric setting: a number is shown as it is; anything else
+    (a string that does not read as a number: maybe a URL or a password set under the
+    wrong name) is never echoed."""
+    if isinstance(value, (int, float)):
+        return value
+    return Withheld(value)

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from tasker_resilience._config.redact import REDACTED, redact_url
+from tasker_resilience._config.redact import REDACTED, redact_url, redact_value, withheld
 from tasker_resilience._config.suggest import did_you_mean
 from tasker_resilience._errors import ConfigurationError
 
@@ -328,7 +328,7 @@ def _table(key: str, value: object) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigurationError(key, value, "a table (mapping of keys to values)")
+        raise ConfigurationError(key, redact_value(value), "a table (mapping of keys to values)")
     return value
 
 
@@ -350,31 +350,40 @@ def _number(key: str, value: object) -> float:
     # bool is an int subclass; "true" as a threshold is a mistake, not 1.
     if isinstance(value, bool):
         raise ConfigurationError(key, value, "a number, not a boolean")
+    # What failed to read as a number is never echoed (withheld): it may be a URL or
+    # a password set under the wrong name. A number out of range is shown as read.
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise ConfigurationError(key, value, "a number") from None
+            raise ConfigurationError(key, withheld(value), "a number") from None
     else:
-        raise ConfigurationError(key, value, "a number")
+        raise ConfigurationError(key, withheld(value), "a number")
     if not math.isfinite(number):
-        raise ConfigurationError(key, value, "a finite number")
+        raise ConfigurationError(key, withheld(value), "a finite number")
     return number
+
+
+def _read(value: object, number: float) -> object:
+    # A number as given; a numeric string as the number read from it (not echoed).
+    return value if isinstance(value, (int, float)) else number
 
 
 def _int_in(key: str, value: object, low: int, high: int) -> int:
     number = _number(key, value)
     if not number.is_integer() or not low <= number <= high:
-        raise ConfigurationError(key, value, f"a whole number from {low} to {high}")
+        raise ConfigurationError(key, _read(value, number), f"a whole number from {low} to {high}")
     return int(number)
 
 
 def _seconds(key: str, value: object, high: float) -> float:
     number = _number(key, value)
     if not 0 < number <= high:
-        raise ConfigurationError(key, value, f"seconds greater than 0 and at most {high:g}")
+        raise ConfigurationError(
+            key, _read(value, number), f"seconds greater than 0 and at most {high:g}"
+        )
     return number
 
 
@@ -382,7 +391,7 @@ def _seconds_between(key: str, value: object, low: float, high: float) -> float:
     """Seconds from ``low`` to ``high``, both allowed (0 included where ``low`` is 0)."""
     number = _number(key, value)
     if not low <= number <= high:
-        raise ConfigurationError(key, value, f"seconds from {low:g} to {high:g}")
+        raise ConfigurationError(key, _read(value, number), f"seconds from {low:g} to {high:g}")
     return number
 
 
@@ -391,7 +400,7 @@ def _bool(key: str, value: object) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ConfigurationError(key, value, "true or false")
+    raise ConfigurationError(key, redact_value(value), "true or false")
 
 
 def _text(key: str, value: object) -> str:
@@ -409,7 +418,7 @@ def _text(key: str, value: object) -> str:
             f"needs quotes inside the value, e.g. {variable}='\"{typed}\"'",
         )
     if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(key, value, "a non-empty string")
+        raise ConfigurationError(key, redact_value(value), "a non-empty string")
     return value.strip()
 
 
@@ -439,7 +448,7 @@ def _fraction(key: str, value: object) -> float:
     if not 0 < number <= 1:
         raise ConfigurationError(
             key,
-            value,
+            _read(value, number),
             "a fraction greater than 0 and at most 1 (0.5: half the calls in the window)",
         )
     return number
@@ -450,7 +459,7 @@ def _seconds_or_off(key: str, value: object, low: float, high: float) -> float:
     number = _number(key, value)
     if number != 0 and not low <= number <= high:
         lowest = f"from {low:g} to" if low else "greater than 0 and at most"
-        raise ConfigurationError(key, value, f"0 (off) or seconds {lowest} {high:g}")
+        raise ConfigurationError(key, _read(value, number), f"0 (off) or seconds {lowest} {high:g}")
     return number
 
 
@@ -770,7 +779,7 @@ def _near(raw: object, key: str = "common.cache.near") -> NearConfig:
     if tracking not in NEAR_TRACKING_MODES:
         raise ConfigurationError(
             f"{key}.tracking",
-            tracking_value,
+            redact_value(tracking_value),
             f"one of {', '.join(NEAR_TRACKING_MODES)}{_suggest(tracking, NEAR_TRACKING_MODES)}",
         )
     return NearConfig(
@@ -821,14 +830,14 @@ def plugin_modules(raw: Mapping[str, Any]) -> tuple[str, ...]:
     items: object = value.split(",") if isinstance(value, str) else value
     allowed = 'a list of module names to import, e.g. ["myapp.cache"]'
     if not isinstance(items, (list, tuple)):
-        raise ConfigurationError(PLUGINS_KEY, value, allowed)
+        raise ConfigurationError(PLUGINS_KEY, redact_value(value), allowed)
     names: list[str] = []
     for item in items:
         name = item.strip() if isinstance(item, str) else item
         if name == "" and isinstance(value, str):
             continue  # "a.b," or an empty variable: nothing to import
         if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name):
-            raise ConfigurationError(PLUGINS_KEY, item, allowed)
+            raise ConfigurationError(PLUGINS_KEY, redact_value(item), allowed)
         names.append(name)
     return tuple(names)
 
@@ -876,7 +885,7 @@ def _cache(
     if backend not in known_backends:
         raise ConfigurationError(
             f"{key}.backend",
-            backend,
+            redact_value(backend),
             f"a registered cache backend{_suggest(backend, known_backends)}; "
             f"known: {', '.join(sorted(known_backends))}; {BACKEND_REGISTRATION}",
         )
@@ -894,7 +903,7 @@ def _cache(
     serializer = _text(f"{key}.serializer", table.get("serializer", defaults.serializer)).lower()
     if serializer not in SERIALIZERS:
         raise ConfigurationError(
-            f"{key}.serializer", serializer, f"one of {', '.join(SERIALIZERS)}"
+            f"{key}.serializer", redact_value(serializer), f"one of {', '.join(SERIALIZERS)}"
         )
     memory_table = _table(f"{key}.memory", table.get("memory"))
     _reject_unknown(f"{key}.memory", memory_table, ("max_capacity",))

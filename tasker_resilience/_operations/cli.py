@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from tasker_resilience._config.redact import REDACTED, redact_url
+from tasker_resilience._config.redact import REDACTED, is_secret_name, redact_url, redact_value
 from tasker_resilience._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -37,8 +37,6 @@ EXIT_UNAVAILABLE = 4
 EXIT_INTERRUPTED = 130
 
 PROG = "tasker-resilience"
-
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "api_key")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -474,12 +472,10 @@ def _effective(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 
 def _redacted(key: str, value: Any) -> Any:
-    last = key.rsplit(".", 1)[-1].lower()
-    if any(word in last for word in _SECRET_WORDS):
+    if is_secret_name(key.rsplit(".", 1)[-1]):
         return REDACTED
-    if isinstance(value, str) and "://" in value:
-        return redact_url(value)
-    return value
+    # Every URL-shaped value, wherever it sits (a backend's list of node URLs too).
+    return redact_value(value)
 
 
 def _source(key: str, sources: Mapping[str, str], root: Path) -> str:

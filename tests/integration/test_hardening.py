@@ -477,9 +477,7 @@ async def test_case7_a_namespace_drop_is_replayed_in_bounded_slices(
     breaker.force_open()
     res.cache.delete("k0")  # missed: remembered
     res.cache.delete("victim")
-    with res.cache._pending._lock:  # the safe fallback: overflow -> drop the namespace
-        res.cache._pending._overflowed = True
-        res.cache._pending._steps.clear()
+    res.cache._pending.overflow()  # the safe fallback: overflow -> drop the namespace
     breaker.reset()
 
     async def get(key: str) -> object:

@@ -39,6 +39,7 @@ from tasker_resilience._cache.backends.topology import topology_of
 from tasker_resilience._cache.invalidations import DELETE, DELETE_PATTERN, Step
 from tasker_resilience._cache.keys import escape_glob
 from tasker_resilience._config.schema import RedisConfig
+from tasker_resilience._forks import after_fork_in_child
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -73,6 +74,7 @@ class RedisClusterBackend(RedisBackend):
         self._cache_breaker: Breaker | None = None
         self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._slots_lock = threading.Lock()
+        after_fork_in_child(self, _renew_slots_lock)
 
     @classmethod
     def from_cluster_config(cls, config: CacheConfig) -> RedisClusterBackend:
@@ -154,6 +156,11 @@ class RedisClusterBackend(RedisBackend):
         node = cluster.get_node_from_key(key).name
         value: bytes | None = self._run(node, None, lambda: cluster.get(key))
         return value
+
+    def get_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        cluster = self._cluster()
+        node = cluster.get_node_from_key(key).name
+        return self._run(node, None, lambda: RedisBackend.get_with_ttl(self, key))
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         cluster = self._cluster()
@@ -275,6 +282,11 @@ class RedisClusterBackend(RedisBackend):
         value: bytes | None = await self._arun(node, None, lambda: cluster.get(key))
         return value
 
+    async def aget_with_ttl(self, key: str) -> tuple[bytes | None, float | None]:
+        cluster = await self._acluster()
+        node = cluster.get_node_from_key(key).name
+        return await self._arun(node, None, lambda: RedisBackend.aget_with_ttl(self, key))
+
     async def aset(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         cluster = await self._acluster()
         node = cluster.get_node_from_key(key).name
@@ -337,3 +349,7 @@ def _batches(keys: Iterator[Any]) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+def _renew_slots_lock(backend: RedisClusterBackend) -> None:
+    backend._slots_lock = threading.Lock()  # in a forked child (see tasker_resilience._forks)

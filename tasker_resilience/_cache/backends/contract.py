@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 from tasker_resilience._config.schema import BACKEND_REGISTRATION
 from tasker_resilience._errors import ConfigurationError
+from tasker_resilience._forks import new_lock_after_fork
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -125,12 +127,14 @@ class CacheBackend(Protocol):
         """Remove every live key matching the glob ``pattern``; returns how many.
 
         The syntax is Redis ``SCAN MATCH``'s, matched against the whole key: ``*`` any
-        run of characters (``:`` included), ``?`` one character, ``[abc]`` / ``[^abc]``
-        / ``[a-z]`` classes, and a backslash makes the next character literal
-        (``user\\*`` matches only the key ``user*``). Every other character, regex
-        metacharacters included, is literal. Expired keys are not counted.
-        ``tasker_resilience.glob_to_regex`` implements exactly this for in-process
-        backends (``fnmatch`` does not: it has no escapes).
+        run of characters (``:`` included), ``?`` one byte of the key's UTF-8,
+        ``[abc]`` / ``[^abc]`` / ``[a-z]`` classes, and a backslash makes the next
+        character literal (``user\\*`` matches only the key ``user*``). Every other
+        character, regex metacharacters included, is literal. Expired keys are not
+        counted. ``tasker_resilience.glob_to_regex(pattern).fullmatch(key)`` matches
+        exactly as the server does, Redis's edge cases included (``[b-]`` is a range,
+        an unclosed ``[`` still matches one byte): use it in in-process backends
+        (``fnmatch`` does not: it has no escapes).
         """
         ...
 
@@ -239,6 +243,7 @@ _BUILTIN: dict[str, str] = {
 }
 _registered: dict[str, BackendFactory] = {}
 _lock = threading.Lock()
+new_lock_after_fork(sys.modules[__name__])
 
 
 def register_backend(name: str, factory: BackendFactory, *, replace: bool = False) -> None:

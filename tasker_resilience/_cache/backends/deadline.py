@@ -25,6 +25,9 @@ timed.
 
 The asyncio clients need none of this: redis-py bounds each whole asyncio reply by
 ``socket_timeout`` already.
+
+Every class here also closes abortively (``abortive.py``): a command that failed or
+timed out is never delivered after the fact.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any, Final, TypeVar
 import redis
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
+from tasker_resilience._cache.backends.abortive import AbortiveMixin
 from tasker_resilience._cache.backends.contract import PROBE_BUDGET
 
 __all__ = [
@@ -173,22 +177,25 @@ def _probe_deadline() -> float:
     return _FRESH if budget is None else _monotonic() + budget
 
 
-class DeadlineConnection(_DeadlineMixin, redis.Connection):
+# _DeadlineMixin first: it wraps the socket AbortiveMixin has just set SO_LINGER on.
+
+
+class DeadlineConnection(_DeadlineMixin, AbortiveMixin, redis.Connection):
     """``redis.Connection`` with a total I/O deadline per command."""
 
 
-class DeadlineSSLConnection(_DeadlineMixin, redis.SSLConnection):
+class DeadlineSSLConnection(_DeadlineMixin, AbortiveMixin, redis.SSLConnection):
     """``redis.SSLConnection`` (``rediss://``) with a total I/O deadline per command."""
 
 
-class DeadlineUnixConnection(_DeadlineMixin, redis.UnixDomainSocketConnection):
+class DeadlineUnixConnection(_DeadlineMixin, AbortiveMixin, redis.UnixDomainSocketConnection):
     """``redis.UnixDomainSocketConnection`` (``unix://``) with a total I/O deadline."""
 
 
-class DeadlineSentinelConnection(_DeadlineMixin, SentinelManagedConnection):
+class DeadlineSentinelConnection(_DeadlineMixin, AbortiveMixin, SentinelManagedConnection):
     """A Sentinel-managed primary's connection (``redis+sentinel://``), with a total
     I/O deadline per command; it asks the sentinels where the primary is on connect."""
 
 
-class DeadlineSentinelSSLConnection(_DeadlineMixin, SentinelManagedSSLConnection):
+class DeadlineSentinelSSLConnection(_DeadlineMixin, AbortiveMixin, SentinelManagedSSLConnection):
     """:class:`DeadlineSentinelConnection` over TLS (``rediss+sentinel://``)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +22,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from tasker_resilience._cache.backends.contract import InProcessAsyncMixin
+from tasker_resilience._cache.backends.globs import glob_to_regex
+from tasker_resilience._forks import new_lock_after_fork
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -38,71 +39,20 @@ UNSET: Final[Any] = object()
 
 class MemoryEntry:
     """One stored value. ``value`` and ``expires`` never change (a set makes a new
-    entry); ``copy``, ``copier``, ``element_copier``, ``shared`` and ``rebuilds`` are
-    free for the provider to attach a faster-to-rebuild form of the decoded value,
-    functions copying it (and its one element, for a ``@cached`` envelope), the
-    decoded value itself, and a count of rebuilds (see
-    ``tasker_resilience._cache.reads``), valid for exactly this ``value``."""
+    entry); ``copy``, ``copier``, ``element_copier`` and ``shared`` are free for the
+    provider to attach a faster-to-rebuild form of the decoded value, functions copying
+    it (and its one element, for a ``@cached`` envelope) and the decoded value itself
+    (see ``tasker_resilience._cache.reads``), valid for exactly this ``value``."""
 
-    __slots__ = ("copier", "copy", "element_copier", "expires", "rebuilds", "shared", "value")
+    __slots__ = ("copier", "copy", "element_copier", "expires", "shared", "value")
 
     def __init__(self, value: bytes, expires: float) -> None:
         self.value: Final = value
         self.expires: Final = expires  # monotonic time; inf = never
         self.copy: bytes | None = None
-        self.rebuilds = 0  # hits served from ``copy``: a hot entry gets a faster copier
         self.copier: Callable[[Any], Any] | None = None
         self.element_copier: Callable[[Any], Any] | None = None
         self.shared: Any = UNSET
-
-
-def _class(pattern: str, start: int) -> tuple[str, int] | None:
-    """Translate the ``[...]`` class opening at ``start``; None if it never closes."""
-    i, n = start + 1, len(pattern)
-    negate = i < n and pattern[i] == "^"
-    i += negate
-    items: list[str] = []
-    while i < n and pattern[i] != "]":
-        if pattern[i] == "\\" and i + 1 < n:
-            items.append(re.escape(pattern[i + 1]))
-            i += 2
-        elif i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
-            low, high = sorted((pattern[i], pattern[i + 2]))  # Redis accepts [z-a]
-            items.append(f"{re.escape(low)}-{re.escape(high)}")
-            i += 3
-        else:
-            items.append(re.escape(pattern[i]))
-            i += 1
-    if i >= n:
-        return None
-    if not items:
-        return ("." if negate else "(?!)"), i + 1
-    return f"[{'^' if negate else ''}{''.join(items)}]", i + 1
-
-
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regex that matches whole keys the way Redis ``SCAN MATCH`` does:
-    ``*``, ``?``, ``[abc]``, ``[^a]``, ``[a-z]`` and ``\\`` escapes."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
-        if char == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if char == "*":
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        elif char == "[" and (translated := _class(pattern, i)) is not None:
-            out.append(translated[0])
-            i = translated[1]
-            continue
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 class MemoryBackend(InProcessAsyncMixin):
@@ -132,6 +82,7 @@ class MemoryBackend(InProcessAsyncMixin):
         # Every access (even a get, which reorders the LRU order) takes this lock;
         # nothing slow runs under it.
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     @classmethod
     def from_config(cls, config: CacheConfig) -> MemoryBackend:

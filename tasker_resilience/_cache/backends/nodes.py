@@ -42,6 +42,7 @@ from tasker_resilience._breakers.policy import FailurePolicy
 from tasker_resilience._cache.backends.contract import NodeUnavailable
 from tasker_resilience._cache.invalidations import PendingInvalidations, ReplayPlan, Step
 from tasker_resilience._config.schema import BreakerConfig
+from tasker_resilience._forks import new_lock_after_fork
 
 __all__ = ["NODE_BREAKER_PREFIX", "NodeCall", "NodeGuards"]
 
@@ -88,6 +89,7 @@ class NodeGuards:
         self._breakers: dict[str, Breaker] = {}
         self._pending: dict[str, PendingInvalidations] = {}
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     def configure(self, config: BreakerConfig, *, enabled: bool) -> None:
         """Take the ``cache`` breaker's thresholds (and on/off switch) for every node."""
@@ -138,11 +140,11 @@ class NodeGuards:
         pending = self._pending.get(node)
         plan = None
         if pending is not None and pending.active:
-            plan = pending.claim()
-            if plan is None:
+            if not pending.claim():
                 unavailable = NodeUnavailable(node)
                 breaker._release(generation, unavailable, self._policy)  # neutral
                 self._refused(node, undo)
+            plan = pending.take_all()
         return NodeCall(node, breaker, generation, plan, undo)
 
     def _refused(self, node: str, undo: Step | None) -> NoReturn:
@@ -155,7 +157,7 @@ class NodeGuards:
         plan = call.replay
         if plan is None:
             return
-        self._pending_of(call.node).done(plan)
+        self._pending_of(call.node).settle(plan)
         if plan.overflowed:
             _LOGGER.warning(
                 "cache node %s missed more invalidations than remembered; dropped its "
@@ -170,7 +172,9 @@ class NodeGuards:
     def end(self, call: NodeCall, exc: BaseException | None) -> None:
         """Record the outcome of an admitted call on its node's breaker."""
         if call.replay is not None:
-            self._pending_of(call.node).release()
+            pending = self._pending_of(call.node)
+            pending.give_back(call.replay)  # nothing, when it was replayed
+            pending.release()
         call.breaker._release(call.generation, exc, self._policy)
 
     def failed(self, call: NodeCall, exc: BaseException) -> BaseException:

@@ -11,13 +11,15 @@ wait (see the class).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from queue import Empty, Full
 from typing import Any
 
-__all__ = ["FailFastQueue"]
+__all__ = ["FailFastQueue", "close_gracefully", "pools_of"]
 
 
 class FailFastQueue:
@@ -43,6 +45,34 @@ class FailFastQueue:
         self._returned = threading.Condition(self._lock)
         self.waiting = 0
         """Callers blocked in :meth:`get` (changed under the lock, before they look)."""
+        self.closed = False
+        """Set by :meth:`close`: connections handed back are disconnected."""
+
+    def close(self) -> None:
+        """Close the pool under traffic: disconnect the idle connections now, and each
+        connection in use when its call hands it back, by that caller.
+
+        A connection is never disconnected while another thread uses it (redis-py's
+        ``pool.disconnect()`` does that, and the call using it then fails with
+        ``AttributeError: 'NoneType' object has no attribute 'readline'``). The idle
+        ones are taken out first (each ``pop`` is atomic, as a checkout is), so no
+        caller can take one being disconnected; they go back disconnected (a caller
+        still arriving reconnects, and hands it back to be disconnected again)."""
+        self.closed = True
+        idle = []
+        while True:
+            try:
+                idle.append(self.queue.pop())
+            except IndexError:
+                break
+        for item in idle:
+            if item is not None:
+                item.disconnect()
+        for item in reversed(idle):
+            self.queue.append(item)
+        if self.waiting:
+            with self._lock:
+                self._returned.notify_all()
 
     def put_nowait(self, item: Any) -> None:
         """Return ``item`` (a connection or a ``None`` placeholder); ``queue.Full``
@@ -52,6 +82,8 @@ class FailFastQueue:
         queue = self.queue
         if len(queue) >= self.maxsize:
             raise Full
+        if self.closed and item is not None:
+            item.disconnect()  # by the caller that used it: see close()
         queue.append(item)
         # Read after the append: a caller that starts waiting later finds the item
         # itself (it looks under the lock after counting itself), one already
@@ -99,3 +131,33 @@ class FailFastQueue:
                     self._returned.wait(left)
             finally:
                 self.waiting -= 1
+
+
+def pools_of(client: Any) -> Iterator[Any]:
+    """The redis-py connection pools of a sync ``client``: its own (one server, or a
+    Sentinel-managed primary), its sentinels', and each known node's of a cluster."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        yield pool
+        manager = getattr(pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            yield sentinel.connection_pool
+    nodes = getattr(client, "nodes_manager", None)
+    for node in getattr(nodes, "nodes_cache", {}).values():
+        node_client = getattr(node, "redis_connection", None)
+        if node_client is not None:
+            yield node_client.connection_pool
+
+
+def close_gracefully(client: Any) -> None:
+    """Release ``client``'s connections without failing the calls still using some:
+    idle ones now, the others as their calls hand them back (:meth:`FailFastQueue.close`;
+    redis-py's own queues: only the idle ones, the others go with the pool)."""
+    for pool in pools_of(client):
+        queue = getattr(pool, "pool", None)
+        if isinstance(queue, FailFastQueue):
+            queue.close()
+            continue
+        # An old redis-py pool without the choice: nothing now, the pool's GC closes them.
+        with contextlib.suppress(TypeError):
+            pool.disconnect(inuse_connections=False)

@@ -39,6 +39,7 @@ import redis
 import redis.exceptions as rex
 from redis.backoff import NoBackoff
 
+from tasker_resilience._cache.backends.abortive import make_abortive
 from tasker_resilience._cache.backends.contract import WriteRejectedError
 from tasker_resilience._cache.backends.deadline import (
     DeadlineConnection,
@@ -47,7 +48,7 @@ from tasker_resilience._cache.backends.deadline import (
     DeadlineSSLConnection,
     DeadlineUnixConnection,
 )
-from tasker_resilience._cache.backends.pool import FailFastQueue
+from tasker_resilience._cache.backends.pool import FailFastQueue, close_gracefully
 from tasker_resilience._cache.backends.redis_commands import (
     AsyncCommandClient,
     CommandClient,
@@ -63,6 +64,7 @@ from tasker_resilience._cache.backends.topology import (
 from tasker_resilience._config.redact import REDACTED
 from tasker_resilience._config.schema import RedisConfig
 from tasker_resilience._errors import ConfigurationError
+from tasker_resilience._forks import new_lock_after_fork
 
 if TYPE_CHECKING:
     from tasker_resilience._config.schema import CacheConfig
@@ -286,6 +288,7 @@ class RedisBackend(RedisCommands):
         self._async_clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
         self._last: tuple[asyncio.AbstractEventLoop | None, AsyncClient | None] = (None, None)
         self._lock = threading.Lock()
+        new_lock_after_fork(self)
 
     @classmethod
     def from_config(cls, config: CacheConfig) -> RedisBackend:
@@ -326,9 +329,10 @@ class RedisBackend(RedisCommands):
                 self.cluster_url,
                 retry=no_retry,
                 connection_pool_class=redis.BlockingConnectionPool,
+                queue_class=FailFastQueue,
                 **kwargs,
             )
-            return cluster
+            return make_abortive(cluster)  # type: ignore[no-any-return]
         if self.sentinel is not None:
             from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -344,9 +348,10 @@ class RedisBackend(RedisCommands):
                 self.sentinel.service_name,
                 connection_pool_class=BlockingSentinelPool,
                 retry=no_retry,
+                queue_class=FailFastQueue,
                 **self._primary_kwargs(kwargs),
             )
-            return primary
+            return make_abortive(primary)  # type: ignore[no-any-return]
         scheme = self.config.url.split("://", 1)[0].lower()
         # Each call's socket I/O shares one deadline (deadline.py): a trickling
         # reply cannot hold a call for longer than the guide promises.
@@ -361,7 +366,7 @@ class RedisBackend(RedisCommands):
             **kwargs,
         )
         single: SyncClient = redis.Redis.from_pool(pool)
-        return single
+        return make_abortive(single)  # type: ignore[no-any-return]
 
     def _sentinel_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """For the ``Sentinel`` manager: the sentinels are asked with the same short
@@ -405,7 +410,7 @@ class RedisBackend(RedisCommands):
             # redis-py's asyncio cluster raises MaxConnectionsError instead of waiting.
             del kwargs["timeout"]
             cluster: AsyncClient = RedisCluster.from_url(self.cluster_url, retry=no_retry, **kwargs)
-            return cluster
+            return make_abortive(cluster)  # type: ignore[no-any-return]
         if self.sentinel is not None:
             from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
@@ -423,10 +428,10 @@ class RedisBackend(RedisCommands):
                 retry=no_retry,
                 **self._primary_kwargs(kwargs, asyncio_client=True),
             )
-            return primary
+            return make_abortive(primary)  # type: ignore[no-any-return]
         pool = aredis.BlockingConnectionPool.from_url(self.config.url, retry=no_retry, **kwargs)
         single: AsyncClient = aredis.Redis.from_pool(pool)
-        return single
+        return make_abortive(single)  # type: ignore[no-any-return]
 
     @property
     def client(self) -> SyncClient:
@@ -568,14 +573,19 @@ class RedisBackend(RedisCommands):
             raise
 
     def close(self) -> None:
+        """Release the connections, while other threads may still be mid-call on them
+        (a ``configure()`` that replaces this cache, a ``close()`` at shutdown): the
+        idle ones now, each busy one when its call is done with it. A call arriving
+        after this opens a client of its own."""
         with self._lock:
             client, self._client = self._client, None
             # Async clients of other loops cannot be awaited from here; ``aclose()``
-            # in each loop closes them properly.
+            # in each loop closes them properly, else they go with their last call
+            # (abortively, and never through a loop that has closed: abortive.py).
             self._async_clients.clear()
             self._last = (None, None)
         if client is not None:
-            client.close()
+            close_gracefully(client)
 
     # --- asyncio ----------------------------------------------------------------------------
 

@@ -133,6 +133,22 @@ def _incr_result(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _timed_pipeline(client: Any, key: str) -> Any:
+    pipe = client.pipeline(transaction=False)
+    pipe.get(key)
+    pipe.pttl(key)
+    return pipe
+
+
+def _with_ttl(replies: Sequence[Any]) -> tuple[bytes | None, float | None]:
+    """``(value, seconds left)`` from ``GET`` and ``PTTL`` replies: seconds None when the
+    key never expires; ``(None, None)`` when it is absent (or went between the two)."""
+    value, left = replies
+    if value is None or left == -2:
+        return None, None
+    return value, (None if left < 0 else left / 1000)
+
+
 class RedisCommands:
     """Extra commands of the Redis backend, each with its async twin."""
 
@@ -144,6 +160,12 @@ class RedisCommands:
     def delete_if_equal(self: _Clients, key: str, value: bytes) -> bool:
         """Delete ``key`` only while it holds ``value``; True when deleted."""
         return bool(self.client.eval(_DELETE_IF_EQUAL, 1, key, value))
+
+    def get_with_ttl(self: _Clients, key: str) -> tuple[bytes | None, float | None]:
+        """``key``'s raw value and the seconds the server keeps it for (None: no expiry),
+        in one round trip (``GET`` and ``PTTL`` pipelined): the near tier bounds its
+        copy by the server's own expiry."""
+        return _with_ttl(_timed_pipeline(self.client, key).execute())
 
     def get_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
         """The raw values of ``keys``, in order, None where absent."""
@@ -178,6 +200,9 @@ class RedisCommands:
 
     async def adelete_if_equal(self: _Clients, key: str, value: bytes) -> bool:
         return bool(await self.async_client.eval(_DELETE_IF_EQUAL, 1, key, value))
+
+    async def aget_with_ttl(self: _Clients, key: str) -> tuple[bytes | None, float | None]:
+        return _with_ttl(await _timed_pipeline(self.async_client, key).execute())
 
     async def aget_many(self: _Clients, keys: Sequence[str]) -> list[bytes | None]:
         return list(await _mget(self.async_client, keys, self.cluster_url is not None))

@@ -126,7 +126,8 @@ def measure_origin_load(
     current = [load.phases[0]]
     lock = threading.Lock()
 
-    @cached(ttl=3600, namespace="origin")
+    # key=: the closure captures a lock, which cannot be part of a key.
+    @cached(ttl=3600, namespace="origin", key=str)
     def lookup(key: int) -> dict[str, Any]:
         time.sleep(origin_seconds)  # the database query the cache saves
         with lock:
