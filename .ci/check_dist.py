@@ -71,7 +71,8 @@ def check_installed(venv: Path, version: str, example: Path) -> None:
         if info["direct_url"].get("dir_info", {}).get("editable"):
             fail("the installed package is an editable install, not the wheel")
         if info["version"] != version or info["metadata_version"] != version:
-            fail(f"built {version}, installed reports {info['version']} / {info['metadata_version']}")
+            reported = f"{info['version']} / {info['metadata_version']}"
+            fail(f"built {version}, the installed package reports {reported}")
         project = Path(tmp) / example.name
         shutil.copytree(example, project, ignore=shutil.ignore_patterns("__pycache__"))
         run = subprocess.run(
