@@ -11,7 +11,6 @@ backend calls) raises to the caller, logged at ERROR, without touching the break
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -76,10 +75,10 @@ def test_a_redis_py_newer_than_tested_only_warns(
 
 
 @pytest.fixture
-def harness() -> Iterator[Harness]:
-    """The real Redis backend and breaker over fakeredis (3 failures trip it)."""
-    handle = configure_for_tests(backend="fakeredis")
-    yield handle
+def harness() -> Harness:
+    """The real Redis backend and breaker over fakeredis (3 failures trip it); the
+    suite's autouse fixture resets it afterwards."""
+    return configure_for_tests(backend="fakeredis")
 
 
 def test_an_attribute_gone_from_redis_py_raises_to_the_caller_and_never_trips(
@@ -123,9 +122,11 @@ def test_a_programming_error_at_start_up_fails_configure_instead_of_starting_deg
     # The start-up health check is a PING: without it the cache used to start with its
     # circuit open ("unreachable at start-up") and probe for ever.
     monkeypatch.delattr(redis.commands.core.ManagementCommands, "ping")
-    with caplog.at_level(logging.WARNING, "tasker_resilience.cache"):
-        with pytest.raises(AttributeError):
-            configure_for_tests(backend="fakeredis")
+    with (
+        caplog.at_level(logging.WARNING, "tasker_resilience.cache"),
+        pytest.raises(AttributeError),
+    ):
+        configure_for_tests(backend="fakeredis")
     assert "unreachable at start-up" not in caplog.text
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
