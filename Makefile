@@ -119,12 +119,14 @@ lint-workflows: $(STAMP)
 
 ## lock: recompile requirements/*.txt from pyproject.toml (newest releases allowed;
 ## LOCK_ARGS= keeps the current pins where they still fit)
+# Both locks are universal (one file for Python 3.10-3.14, markers where versions
+# differ). The lowest lock: the lowest version of each runtime dependency pyproject
+# allows (uv's lowest-direct resolution of the project alone), then the test
+# environment around those, its tools at the newest versions that fit.
 LOCK_ARGS ?= --upgrade
 COMPILE = $(UV) pip compile -q --universal --python-version 3.10 $(LOCK_ARGS) pyproject.toml
 lock: | $(UV)
 	$(COMPILE) --extra test --extra lint --extra release --extra prometheus --extra bench -o $(LOCK)
-	# The lowest version of each runtime dependency pyproject allows, then the test
-	# environment around those (the tools at the newest versions that fit).
 	$(UV) pip compile -q --python-version 3.10 --resolution lowest-direct --no-deps \
 		--no-header --no-annotate --extra django pyproject.toml -o $(VENV)/floors.txt
 	$(COMPILE) --extra test --extra prometheus -c $(VENV)/floors.txt -o $(LOWEST_LOCK)
