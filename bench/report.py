@@ -344,49 +344,22 @@ def _get(results: Mapping[str, Any], path: str) -> Any:
 
 
 def render_readme_summary(results: Mapping[str, Any]) -> str:
-    """The README's speed paragraph: every figure from this run, with its placement."""
+    """The README's speed paragraph: the three numbers a user cares about (a hung call
+    without the breaker, a call once it is open, the overhead while healthy), the
+    machine and command that measured them, and a link to every other figure."""
     meta = results["metadata"]
     server = meta["server"]
     machine = meta["machine"]
-    goals = results.get("goals", {})
-    held = sum(verdict["pass"] for verdict in goals.values())
-    over = results.get("closed_get_overhead_us", {})
-    raw = results.get("closed_get_raw_us", {})
-    placements = []
-    for where, label in (("separate_vcpu", "separate vCPUs"), ("shared_vcpu", "one shared vCPU")):
-        if where in over:
-            placements.append(
-                f"{_format(over[where]['sync'])} µs sync / {_format(over[where]['async'])} µs "
-                f"async with redis-server and the client pinned to {label} (raw round trip "
-                f"{_format(raw[where]['sync'])} / {_format(raw[where]['async'])} µs)"
-            )
-    shapes = results.get("cached_hit_shapes", {})
-    shape_text = ", ".join(f"{k} {_format(v)}x" for k, v in shapes.items() if k != "value_6kb")
     lines = [
         README_START,
-        f"From `make bench` (`{meta['command']}`, {machine['nproc']}-core VM, "
+        f"Measured by `make bench` (`{meta['command']}`, a {machine['nproc']}-core VM, "
         f"{server['kind']} {server['version']}, {meta['started_at'][:10]}, commit "
-        f"`{meta['revision']}`; every figure and its method in "
-        "[docs/benchmarks.md](docs/benchmarks.md)): against a frozen server one cache call "
-        f"costs the socket timeout ({_format(_get(results, 'hung_call_ms.without_breaker'))} "
-        "ms) without the breaker and "
-        f"{_format(_get(results, 'open_get_us'))} µs once it has opened; a `@cached` call "
-        "during the hang waits once "
-        f"({_format(_get(results, 'hang_cached_call_ratio'))}x the socket timeout), and the "
-        f"breaker trips after {_format(_get(results, 'time_to_trip_ms'))} ms of a sequential "
-        "caller's hung calls. While healthy, the library's own code on a cache `get` costs "
+        f"`{meta['revision']}`): against a frozen server, one cache call costs the socket "
+        f"timeout ({_format(_get(results, 'hung_call_ms.without_breaker'))} ms) without "
+        f"the breaker, and {_format(_get(results, 'open_get_us'))} µs once the breaker is "
+        "open; while the cache is healthy, the breaker and the cache layer add "
         f"{_format(_get(results, 'closed_get_cpu_us.provider_overhead_warm'))} µs of CPU "
-        "(timed warm, without I/O); in the loop of real GETs, against a plain redis-py "
-        "client (sync) or the backend's own asyncio client (async), a difference of two "
-        "medians noisy by a few µs either way, it measured "
-        + "; ".join(placements)
-        + ". A `@cached` hit on the memory backend costs "
-        + shape_text
-        + " a cachetools `cached` hit with a lock (by argument shape); a 6 KB result, "
-        f"copied per hit, {_format(_get(results, 'cached_hit_6kb_vs_dogpile.copy'))}x "
-        f"dogpile.cache ({_format(_get(results, 'cached_hit_6kb_vs_dogpile.shared'))}x with "
-        "`shared=True`). "
-        f"{held} of {len(goals)} goals held in this run.",
+        "to a `get`. [Every figure, and how it is measured](docs/benchmarks.md).",
         README_END,
     ]
     return "\n".join(lines)

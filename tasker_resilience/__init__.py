@@ -13,6 +13,10 @@ def load_session(token: str) -> dict: ...
 
 from __future__ import annotations
 
+# The one place the version is written: pyproject.toml reads it (setuptools' dynamic
+# version), and CHANGELOG.md's newest section names it when it is released.
+__version__ = "0.2.0.dev0"
+
 from tasker_resilience._breakers.breaker import Breaker
 from tasker_resilience._breakers.guard import BreakerHandle, breaker_guarded
 from tasker_resilience._breakers.policy import failure_policy

@@ -25,6 +25,9 @@ EXAMPLE = REPO_ROOT / "examples" / "quotes"
 VENV = REPO_ROOT / ".venv-example" / f"py{sys.version_info.major}{sys.version_info.minor}"
 SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "tasker_resilience")
 INSTALL_TIMEOUT = 600  # a first install downloads the dependencies
+# Set by the Makefile: the lock the running environment was installed from, so the
+# example's venv gets the same pins (unset: the newest releases, as a user would).
+CONSTRAINTS = os.environ.get("TASKER_TEST_CONSTRAINTS")
 RUN_TIMEOUT = 300
 
 
@@ -37,6 +40,8 @@ def _clean_env() -> dict[str, str]:
         if not k.startswith(("TASKER_", "PYTEST_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    if CONSTRAINTS:  # every install, the wheel's build environment too
+        env["PIP_CONSTRAINT"] = CONSTRAINTS
     return env
 
 
@@ -64,6 +69,7 @@ def _dependencies_key() -> str:
     digest = hashlib.sha256()
     for path in (REPO_ROOT / "pyproject.toml", EXAMPLE / "pyproject.toml"):
         digest.update(path.read_bytes())
+    digest.update(Path(CONSTRAINTS).read_bytes() if CONSTRAINTS else b"unpinned")
     return digest.hexdigest()
 
 

@@ -18,6 +18,12 @@ swallowed like a failure but never counts against the breaker (``pool_exhausted`
 the stats); caller mistakes (a value that cannot be serialised, a non-string key)
 raise to the caller. Reads and health checks never raise for a backend error of any kind.
 
+A programming error raised inside the backend (``AttributeError``, ``TypeError``,
+``ImportError``: a dependency outside the supported range, or a bug) is not a backend
+error: swallowed, it would be a silent miss on a healthy server for ever (at start-up,
+a circuit held open). It is logged at ERROR, counted ``error``, never counted against
+the breaker, and raised to the caller, reads and health checks included.
+
 :class:`NodeUnavailable` (one node of a cluster is down) is answered like an open
 circuit or a failure: the call is skipped, counted ``skipped_open`` (the node's own
 breaker is open) or ``error`` (the node just failed), never counted against the
@@ -31,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
@@ -57,6 +64,7 @@ __all__ = [
     "check_shared_state",
     "default_backend_failure",
     "handed_to_backend",
+    "is_programming_error",
     "within_budget",
 ]
 
@@ -89,6 +97,17 @@ def default_backend_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
+# Raised inside a backend's own code, these say the code is wrong (or runs against a
+# dependency it was not written for), not that the server is unwell. Caller mistakes
+# of these types are raised before the backend is called (limits.py, the serializer).
+_PROGRAMMING_ERRORS = (AttributeError, TypeError, ImportError)
+
+
+def is_programming_error(exc: BaseException) -> bool:
+    """True for an error that a backend call raised because of a bug, not an outage."""
+    return isinstance(exc, _PROGRAMMING_ERRORS)
+
+
 def handed_to_backend(exc: BaseException) -> bool:
     """True when the backend has remembered the refused call's invalidation itself
     (a cluster node that is down replays it when it is back)."""
@@ -98,8 +117,11 @@ def handed_to_backend(exc: BaseException) -> bool:
 class RateLimitedWarnings:
     """Failure WARNINGs, at most one per interval: an outage must not flood the logs."""
 
-    def __init__(self, interval: float = WARNING_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self, interval: float = WARNING_INTERVAL_SECONDS, level: int = logging.WARNING
+    ) -> None:
         self.interval = interval
+        self.level = level
         self._next_at = 0.0
         self._held_back = 0
 
@@ -113,7 +135,7 @@ class RateLimitedWarnings:
         if held_back:
             message += " (%d similar warnings held back)"
             args = (*args, held_back)
-        CACHE_LOGGER.warning(message, *args)
+        CACHE_LOGGER.log(self.level, message, *args)
 
 
 class Probe:
@@ -185,6 +207,7 @@ class CacheFaults:
         url = getattr(backend, "redacted_url", None)
         self.where = f" at {url}" if url else ""
         self.warnings = RateLimitedWarnings()
+        self.errors = RateLimitedWarnings(level=logging.ERROR)
         self._stats = stats
 
     def admit(self, op: str) -> Admission | Probe | contextlib.nullcontext[None] | None:
@@ -202,7 +225,24 @@ class CacheFaults:
 
     def failed(self, op: str, exc: Exception) -> bool:
         """Count and log a failed backend call. True: swallow it (the caller sees a miss,
-        a no-op or False); False: the caller made a mistake, re-raise."""
+        a no-op or False); False: the caller made a mistake, re-raise. A programming
+        error (:func:`is_programming_error`) is raised from here, whatever ``op``."""
+        if is_programming_error(exc):
+            self._stats.count(op, "error")
+            frames = traceback.extract_tb(exc.__traceback__)
+            raised_at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+            self.errors.warn(
+                "cache %s on %r%s raised %s (%s)%s: a bug or a dependency outside the "
+                "supported range, not an outage: raised to the caller, the circuit is "
+                "unaffected",
+                op,
+                self.backend_name,
+                self.where,
+                type(exc).__name__,
+                self.redact(str(exc)),
+                raised_at,
+            )
+            raise exc
         if isinstance(exc, NodeUnavailable) and exc.cause is None:
             # One node's own circuit is open: its breaker logged the transition; a
             # WARNING per skipped call would flood the log for the whole outage.

@@ -199,7 +199,10 @@ def test_case4_caller_mistakes_raise_our_errors_whatever_the_circuit(
     error: type[Exception],
     says: str,
 ) -> None:
-    res = configure_cache(cache_url, "redis", key_prefix, failure_threshold=1)
+    # Open for 30 s: a slow serialisation on a loaded machine (the deep value under
+    # Python 3.10 in `make test-lowest`) must not outlast the open time and turn the
+    # circuit half-open before the state is read.
+    res = configure_cache(cache_url, "redis", key_prefix, failure_threshold=1, timeout_seconds=30)
     if circuit == "open":
         res.breakers.get("cache").force_open()
     with pytest.raises(error, match=says) as caught:

@@ -236,8 +236,8 @@ and ``config.backend_options`` holds the ``[common.cache.<name>]`` table."""
 _BUILTIN: dict[str, str] = {
     # One factory for every Redis topology: it picks the cluster backend for a
     # redis+cluster:// URL, the plain one otherwise.
-    "redis": "tasker_resilience._cache.backends.cluster_backend:redis_from_config",
-    "dragonfly": "tasker_resilience._cache.backends.cluster_backend:redis_from_config",
+    "redis": "tasker_resilience._cache.backends.redis_compat:redis_from_config",
+    "dragonfly": "tasker_resilience._cache.backends.redis_compat:redis_from_config",
     "memory": "tasker_resilience._cache.backends.memory_backend:MemoryBackend.from_config",
     "noop": "tasker_resilience._cache.backends.memory_backend:NoopBackend.from_config",
 }
