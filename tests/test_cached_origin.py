@@ -688,3 +688,17 @@ def test_shared_hits_with_origin_options() -> None:
     assert shared(1) is shared(1)
     assert copied(1) is not copied(1)
     assert copied(1) == [1]
+
+
+def test_lease_and_stale_times_take_a_timedelta() -> None:
+    from datetime import timedelta
+
+    from tasker_resilience._cache.origin import OriginOptions
+
+    options = OriginOptions.build(
+        lock=timedelta(seconds=2),
+        early_refresh=False,
+        stale_if_error=timedelta(minutes=5),
+        record=None,
+    )
+    assert (options.lease_seconds, options.stale_seconds) == (2.0, 300.0)

@@ -267,9 +267,9 @@ def cached(
     serializer: str | Serializer | None = None,
     shared: bool = False,
     cache: str = DEFAULT_CACHE,
-    lock: bool | float = False,
+    lock: bool | float | timedelta = False,
     early_refresh: bool | float = False,
-    stale_if_error: float | None = None,
+    stale_if_error: float | timedelta | None = None,
     record: Iterable[ExceptionMatcher] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 def cached(
@@ -282,9 +282,9 @@ def cached(
     serializer: str | Serializer | None = None,
     shared: bool = False,
     cache: str = DEFAULT_CACHE,
-    lock: bool | float = False,
+    lock: bool | float | timedelta = False,
     early_refresh: bool | float = False,
-    stale_if_error: float | None = None,
+    stale_if_error: float | timedelta | None = None,
     record: Iterable[ExceptionMatcher] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]] | CachedFunction[P, R]:
     """Cache a function's results (plain or ``async def``) in ``res.cache``, or in the

@@ -35,6 +35,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from tasker_resilience._breakers.policy import ExceptionMatcher, FailurePolicy, failure_policy
@@ -89,11 +90,16 @@ class OriginOptions:
     def build(
         cls,
         *,
-        lock: bool | float,
+        lock: bool | float | timedelta,
         early_refresh: bool | float,
-        stale_if_error: float | None,
+        stale_if_error: float | timedelta | None,
         record: Iterable[ExceptionMatcher] | None,
     ) -> OriginOptions:
+        # Seconds may come as a timedelta, as everywhere a TTL is taken.
+        if isinstance(lock, timedelta):
+            lock = lock.total_seconds()
+        if isinstance(stale_if_error, timedelta):
+            stale_if_error = stale_if_error.total_seconds()
         if stale_if_error is not None and (
             isinstance(stale_if_error, bool)
             or not isinstance(stale_if_error, (int, float))
