@@ -90,7 +90,9 @@ def test_configure_and_close_under_traffic_never_raise_to_callers(
             thread.join(10)
         reset_current()
     assert sum(calls) > 1000  # real traffic went through the swaps
-    assert swaps > 50
+    # Each configure() reads the settings files (tens of ms on a loaded 2-core machine,
+    # more under 3.10): enough swaps to land many under traffic, not a speed figure.
+    assert swaps >= 20
     assert dict(errors) == {}
     # Nor a failure swallowed as a miss (it would count against the breaker): no
     # connection was closed under a call.
