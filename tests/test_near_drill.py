@@ -29,6 +29,7 @@ def _drill(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.skipif(find_server_binary() is None, reason="needs a server binary to freeze")
+@pytest.mark.scenario
 def test_near_drill_shows_origin_load_with_and_without_the_tier() -> None:
     result = _drill("--json", "--quiet", "--warmup=1", "--outage=1.5", "--rate=200")
     assert result.returncode == 0, result.stderr
@@ -51,6 +52,7 @@ def test_near_drill_shows_origin_load_with_and_without_the_tier() -> None:
 
 
 @pytest.mark.skipif(find_server_binary() is None, reason="needs a server binary to freeze")
+@pytest.mark.scenario
 def test_near_drill_prints_a_table() -> None:
     result = _drill("--quiet", "--warmup=0.25", "--outage=0.75", "--rate=100")
     assert result.returncode == 0, result.stderr

@@ -95,6 +95,7 @@ def _drill(fault: str, *flags: str) -> str:
     return done.stdout
 
 
+@pytest.mark.scenario
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [

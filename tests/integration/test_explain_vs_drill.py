@@ -21,6 +21,7 @@ from tests.test_cli import run_cli
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.drill,
+    pytest.mark.scenario,
     pytest.mark.skipif(
         shutil.which("redis-server") is None,
         reason="the drill freezes a private redis-server: none on PATH",

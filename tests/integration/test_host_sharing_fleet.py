@@ -27,7 +27,12 @@ from tasker_resilience._operations.drill.fleet import FleetRun, FleetSetup, run_
 from tasker_resilience._operations.drill.local_server import LocalServer
 from tests.integration._hung_proxy import HungProxy
 
-pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.drill,
+    pytest.mark.scenario,
+    pytest.mark.timeout(240),
+]
 
 SETUP = FleetSetup(workers=8, warmup=1.5, outage=3.0, recovery=3.5)
 

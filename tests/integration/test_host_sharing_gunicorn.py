@@ -29,7 +29,12 @@ from tasker_resilience._operations.drill.local_server import LocalServer
 pytest.importorskip("django", reason="the Django site needs Django (the test extra)")
 pytest.importorskip("gunicorn", reason="the site runs under gunicorn (the test extra)")
 
-pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.drill,
+    pytest.mark.scenario,
+    pytest.mark.timeout(240),
+]
 
 WORKERS = 4
 RATE = 100.0

@@ -16,7 +16,7 @@ from tasker_resilience._operations.drill.topology import topology_binaries
 from tasker_resilience._operations.drill.topology_drill import run_topology_drill
 from tests.servers import _skip_or_fail
 
-pytestmark = [pytest.mark.integration, pytest.mark.drill]
+pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.scenario]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = DrillOptions(
