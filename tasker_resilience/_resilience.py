@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Resilience",
     "configure",
+    "configure_loaded",
     "current",
     "get_breaker",
     "get_cache",
@@ -271,6 +272,21 @@ def configure(
     Raises :class:`ConfigurationError` naming the key, the value and what is allowed.
     """
     loaded, settings = load_validated(env, overrides, root=root)
+    return configure_loaded(
+        loaded, settings, clock=clock, storage_factory=storage_factory, install=install
+    )
+
+
+def configure_loaded(
+    loaded: LoadedSettings,
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    storage_factory: StorageFactory | None = None,
+    install: bool = True,
+) -> Resilience:
+    """:func:`configure` from settings :func:`load_validated` has already read (the CLI
+    reads them first to say which server it checks): they are not read again."""
     resilience = Resilience(
         settings,
         clock=clock or time.monotonic,

@@ -399,12 +399,14 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from tasker_resilience._resilience import configure, load_validated
+    from tasker_resilience._resilience import configure_loaded, load_validated
 
     _import_requested(args)
-    # Said before configure(), whose start-up check pings that server (and may warn).
-    _say_what_is_checked(*load_validated(args.env, root=args.root))
-    res = configure(env=args.env, root=args.root)
+    loaded, settings = load_validated(args.env, root=args.root)
+    # Said before the caches are built: their start-up check pings that server (and may
+    # warn). The settings read here are the ones built from (not read a second time).
+    _say_what_is_checked(loaded, settings)
+    res = configure_loaded(loaded, settings)
     if not args.serve:
         report = res.health()
         print(json.dumps(report, indent=2))
