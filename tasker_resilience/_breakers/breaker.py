@@ -298,8 +298,9 @@ class Breaker:
         """``_release`` under the lock: move the state for one call's outcome
         (``failed``: True, False, or None for a neutral one)."""
         window = self._window
-        if ticket != self._generation if window is None else ticket < self._epoch:
-            if failed and self._suspect and self._just_before(ticket):
+        age = self._age(ticket)
+        if age:  # admitted under an earlier state: stale
+            if failed and self._suspect and age == 1:
                 # Admitted just before a peer's hint made this process suspect: its
                 # failure is the answer the probe was to give.
                 self._storage.increment_counter()
@@ -349,11 +350,14 @@ class Breaker:
             log_rate_trip(self.name, reason, window.rates(calls), self.config)
             self._enter(OPEN, reason)
 
-    def _just_before(self, ticket: Ticket) -> bool:
-        """A stale ``ticket`` was admitted in the generation just before this one."""
+    def _age(self, ticket: Ticket) -> int:
+        """How many generations ago ``ticket`` was admitted: 0 (this one), 1 (the one
+        just before) or 2 (older). A generation number, or a time for a timed ticket."""
         if self._window is None:
-            return ticket == self._generation - 1
-        return self._previous_epoch <= ticket < self._epoch
+            return min(2, int(self._generation - ticket))
+        if ticket >= self._epoch:
+            return 0
+        return 1 if ticket >= self._previous_epoch else 2
 
     def _ended_calls(self) -> int:
         """Calls that ended as a success or a failure, ever: the window's running total."""
