@@ -27,8 +27,8 @@ from tasker_resilience._config.schema import (
     cache_breaker_name,
     parse_settings,
     plugin_modules,
-    suggest,
 )
+from tasker_resilience._config.suggest import did_you_mean
 from tasker_resilience._errors import ConfigurationError
 from tasker_resilience._forks import after_fork_in_child
 
@@ -168,7 +168,7 @@ class Resilience:
         return ConfigurationError(
             "cache",
             name,
-            f"a configured cache{suggest(str(name), names)}; configured: {', '.join(names)} "
+            f"a configured cache{did_you_mean(str(name), names)}; configured: {', '.join(names)} "
             "(default is [common.cache], the others [common.caches.<name>])",
         )
 

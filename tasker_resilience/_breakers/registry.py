@@ -11,7 +11,8 @@ import pybreaker
 
 from tasker_resilience._breakers.breaker import Breaker, Clock
 from tasker_resilience._breakers.host_sharing import HostChannel, HostSharing
-from tasker_resilience._config.schema import CACHE_BREAKER, BreakerConfig, BreakersConfig, suggest
+from tasker_resilience._config.schema import CACHE_BREAKER, BreakerConfig, BreakersConfig
+from tasker_resilience._config.suggest import did_you_mean
 from tasker_resilience._errors import ConfigurationError
 from tasker_resilience._forks import new_lock_after_fork
 
@@ -127,7 +128,7 @@ class BreakerRegistry:
             "breaker",
             name,
             f"a breaker that is configured (common.circuit_breakers.component_configs), "
-            f"guarded (@breaker_guarded) or a cache's{suggest(name, known)}; known: "
+            f"guarded (@breaker_guarded) or a cache's{did_you_mean(name, known)}; known: "
             f"{', '.join(known)}. get_breaker(name, create=True) makes a new one",
         )
 

@@ -42,7 +42,6 @@ __all__ = [
     "parse_redis_config",
     "parse_settings",
     "plugin_modules",
-    "suggest",
 ]
 
 T = TypeVar("T")
@@ -300,14 +299,6 @@ class Settings:
 # --- parsing -----------------------------------------------------------------------------
 
 
-def suggest(word: str, choices: Collection[str]) -> str:
-    """`` (did you mean 'x'?)`` for the nearest of ``choices``, or an empty string."""
-    return did_you_mean(word, choices)
-
-
-_suggest = suggest
-
-
 class _Table:
     """How an error shows a table's value: its keys are not the point (and may be secret)."""
 
@@ -341,7 +332,7 @@ def _reject_unknown(key: str, table: Mapping[str, Any], allowed: Collection[str]
                 # A string under a misspelt key may be the secret it was meant to set
                 # ("pasword = ..."): never echoed. Numbers and booleans are.
                 REDACTED if isinstance(value, str) else value,
-                f"unknown key{_suggest(str(name), allowed)}; "
+                f"unknown key{did_you_mean(str(name), allowed)}; "
                 f"known keys: {', '.join(sorted(allowed))}",
             )
 
@@ -643,7 +634,7 @@ def _redis(raw: object, key: str = "common.cache.redis") -> RedisConfig:
             f"{key}.url",
             redact_url(url_value),
             f"one of the schemes {', '.join(REDIS_URL_SCHEMES)}"
-            f"{_suggest(scheme, REDIS_URL_SCHEMES)}",
+            f"{did_you_mean(scheme, REDIS_URL_SCHEMES)}",
         )
     _check_url(f"{key}.url", url_value, scheme)
     socket_timeout = _seconds(
@@ -780,7 +771,7 @@ def _near(raw: object, key: str = "common.cache.near") -> NearConfig:
         raise ConfigurationError(
             f"{key}.tracking",
             redact_value(tracking_value),
-            f"one of {', '.join(NEAR_TRACKING_MODES)}{_suggest(tracking, NEAR_TRACKING_MODES)}",
+            f"one of {', '.join(NEAR_TRACKING_MODES)}{did_you_mean(tracking, NEAR_TRACKING_MODES)}",
         )
     return NearConfig(
         enabled=_bool(f"{key}.enabled", table.get("enabled", defaults.enabled)),
@@ -886,7 +877,7 @@ def _cache(
         raise ConfigurationError(
             f"{key}.backend",
             redact_value(backend),
-            f"a registered cache backend{_suggest(backend, known_backends)}; "
+            f"a registered cache backend{did_you_mean(backend, known_backends)}; "
             f"known: {', '.join(sorted(known_backends))}; {BACKEND_REGISTRATION}",
         )
     # After the backend: an unknown backend's own table is best explained by that.
@@ -896,7 +887,7 @@ def _cache(
             raise ConfigurationError(
                 f"{key}.{name}",
                 _A_TABLE,
-                f"unknown table{_suggest(str(name), tables)}; tables here: "
+                f"unknown table{did_you_mean(str(name), tables)}; tables here: "
                 f"{', '.join(_CACHE_TABLES)} or a registered backend's name "
                 f"({', '.join(sorted(set(known_backends) - set(_CACHE_TABLES)))})",
             )
@@ -1034,7 +1025,7 @@ def parse_settings(
             raise ConfigurationError(
                 f"common.{name}",
                 _A_TABLE,
-                f"unknown table{_suggest(str(name), _COMMON_TABLES)}; the library reads "
+                f"unknown table{did_you_mean(str(name), _COMMON_TABLES)}; the library reads "
                 f"{', '.join(f'common.{table}' for table in _COMMON_TABLES)}",
             )
     default = _cache(common.get("cache"), known_backends)
